@@ -1,0 +1,150 @@
+"""Chapter 6 interop: our classes hold GPT-2, BERT and torch.nn.Transformer exactly (models built from configs)."""
+import pytest
+import torch
+from torch import nn
+
+from transformer_nb.architectures import (
+    DTransformer, DTransformerConfig, EDTransformer, ETransformer, ETransformerConfig, from_bert, from_gpt2,
+    load_torch_transformer, to_bert, to_gpt2, to_torch_transformer, torch_transformer_config,
+)
+
+transformers = pytest.importorskip("transformers")
+ATOL = 1e-5
+
+
+def padded(lengths, N_V, seed):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.randint(0, N_V, (len(lengths), T), generator=g)
+    pad = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
+    return ids.masked_fill(pad, 0), pad
+
+
+def greedy(next_logits, x, n_new):
+    for _ in range(n_new):
+        x = torch.cat([x, next_logits(x)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return x
+
+
+def hf_gpt2(tied=True, activation="gelu_new", seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(vocab_size=101, n_positions=40, n_embd=64, n_layer=3, n_head=4,
+                                  activation_function=activation, tie_word_embeddings=tied,
+                                  bos_token_id=None, eos_token_id=None)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    if not tied:  # make W_u visibly different from W_e
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0, 0.02)
+    return model
+
+
+@pytest.mark.parametrize("tied,activation", [(True, "gelu_new"), (False, "gelu_new"), (True, "gelu")])
+def test_gpt2_into_dtransformer(tied, activation):
+    hf = hf_gpt2(tied, activation)
+    ours = from_gpt2(hf).eval()
+    x = torch.randint(0, 101, (3, 17), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (ours(x) - hf(x).logits).abs().max() < ATOL
+        assert torch.equal(greedy(ours, x[:, :5], 20), greedy(lambda t: hf(t).logits, x[:, :5], 20))
+
+
+def test_gpt2_with_left_padding_matches_hugging_face_attention_mask():
+    hf = hf_gpt2()
+    ours = from_gpt2(hf).eval()
+    x, pad = padded([9, 5], 101, seed=2)
+    x, pad = x.flip(1), pad.flip(1)  # left padding: real tokens at the end
+    position_ids = (~pad).long().cumsum(-1).clamp(min=1) - 1  # HF counts positions from the first real token
+    with torch.no_grad():
+        theirs = hf(x, attention_mask=(~pad).long(), position_ids=position_ids).logits
+        # our positions start at the first column; compare each sequence run alone instead
+        for b, n in enumerate([9, 5]):
+            alone = ours(x[b:b + 1, -n:])[0]
+            assert (alone - theirs[b, -n:]).abs().max() < ATOL
+
+
+def test_dtransformer_into_gpt2():
+    torch.manual_seed(3)
+    for tied in (True, False):
+        ours = DTransformer(DTransformerConfig(N_V=77, l_max=24, d_e=32, H=4, L=2, activation="gelu_tanh",
+                                               tie_embeddings=tied)).eval()
+        hf = to_gpt2(ours)
+        x = torch.randint(0, 77, (2, 24))
+        with torch.no_grad():
+            assert (ours(x) - hf(x).logits).abs().max() < ATOL
+
+
+def test_gpt2_round_trip_keeps_every_weight():
+    hf = hf_gpt2(tied=False)
+    back = to_gpt2(from_gpt2(hf))
+    theirs, again = hf.state_dict(), back.state_dict()
+    for name, t in theirs.items():
+        assert torch.equal(t, again[name]), name
+
+
+def hf_bert(seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=89, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=96, max_position_embeddings=32)
+    model = transformers.BertForMaskedLM(cfg).eval()
+    with torch.no_grad():  # give the token type and the output bias non-trivial values
+        model.bert.embeddings.token_type_embeddings.weight.normal_(0, 0.5)
+        model.cls.predictions.bias.normal_(0, 0.5)
+    return model
+
+
+def test_bert_into_etransformer_with_padding():
+    hf = hf_bert()
+    ours = from_bert(hf).eval()
+    x, pad = padded([12, 7, 3], 89, seed=4)
+    with torch.no_grad():
+        theirs = hf(x, attention_mask=(~pad).long()).logits
+        assert (ours(x, padding_mask=pad) - theirs)[~pad].abs().max() < ATOL
+
+
+def test_etransformer_into_bert():
+    torch.manual_seed(5)
+    ours = ETransformer(ETransformerConfig(N_V=60, l_max=20, d_e=32, H=4, L=2, embed_norm=True, eps=1e-12,
+                                           tie_embeddings=True, unembed_bias=True)).eval()
+    with torch.no_grad():
+        ours.unembed.W_u.bias.normal_()
+    hf = to_bert(ours)
+    x = torch.randint(0, 60, (2, 20))
+    with torch.no_grad():
+        assert (ours(x) - hf(x).logits).abs().max() < ATOL
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_torch_transformer_both_directions(norm_first):
+    torch.manual_seed(6)
+    tf = nn.Transformer(d_model=32, nhead=4, num_encoder_layers=2, num_decoder_layers=3, dim_feedforward=48,
+                        dropout=0.0, batch_first=True, norm_first=norm_first).eval()
+    ours = load_torch_transformer(EDTransformer(torch_transformer_config(tf, N_V=40, l_max=16)), tf).eval()
+    assert ours.cfg.norm == ("pre" if norm_first else "post") and ours.cfg.final_norm
+    z, z_pad = padded([11, 6], 40, seed=7)
+    x, x_pad = padded([5, 9], 40, seed=8)
+    causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)  # True = not allowed
+    with torch.no_grad():
+        theirs = ours.unembed(tf(ours.embed(z), ours.embed(x), tgt_mask=causal, tgt_is_causal=True,
+                                 src_key_padding_mask=z_pad, tgt_key_padding_mask=x_pad,
+                                 memory_key_padding_mask=z_pad))
+        mine = ours(z, x, z_padding=z_pad, x_padding=x_pad)
+        assert (mine - theirs)[~x_pad].abs().max() < ATOL
+        back = to_torch_transformer(ours)
+        again = ours.unembed(back(ours.embed(z), ours.embed(x), tgt_mask=causal, tgt_is_causal=True))
+        assert (ours(z, x) - again).abs().max() < ATOL
+
+
+def test_mismatched_shapes_are_reported():
+    hf = hf_gpt2()
+    ours = DTransformer(DTransformerConfig(N_V=101, l_max=40, d_e=32, H=4, L=3, activation="gelu_tanh",
+                                           tie_embeddings=True))
+    from transformer_nb.architectures import gpt2_links, load_links
+    with pytest.raises(ValueError, match="configs do not match"):
+        load_links(ours, hf.state_dict(), gpt2_links(ours.cfg))
+
+
+def test_models_that_cannot_be_expressed_are_refused():
+    with pytest.raises(ValueError, match="GPT-2 needs"):
+        to_gpt2(DTransformer(DTransformerConfig(N_V=10, l_max=8, d_e=8, H=2, L=1, norm="post")))
+    with pytest.raises(ValueError, match="BERT needs"):
+        to_bert(ETransformer(ETransformerConfig(N_V=10, l_max=8, d_e=8, H=2, L=1)))
