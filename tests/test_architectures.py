@@ -132,9 +132,10 @@ def test_gpt2_init_scales_residual_outputs():
 
 
 def test_layer_diagram_follows_the_config():
-    assert layer_diagram(DTransformerConfig()) == ["LayerNorm", "causal self-attention", "+",
-                                                   "LayerNorm", "MLP (gelu)", "+"]
-    assert layer_diagram(DTransformerConfig(norm="post"))[:3] == ["causal self-attention", "+", "LayerNorm"]
+    assert layer_diagram(DTransformerConfig()) == [["LayerNorm", "causal self-attention", "+"],
+                                                   ["LayerNorm", "MLP (gelu)", "+"]]
+    assert layer_diagram(DTransformerConfig(norm="post"))[0] == ["causal self-attention", "+", "LayerNorm"]
+    assert layer_diagram(DTransformerConfig(norm="peri"))[1] == ["LayerNorm", "MLP (gelu)", "LayerNorm", "+"]
 
 
 @pytest.mark.parametrize("make,call,message", [
