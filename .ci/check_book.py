@@ -27,6 +27,12 @@ for nb in sorted((root / "nbs").glob("[0-9][0-9]*.ipynb")):
     if "cdn.jsdelivr.net/npm/mathjax" in html:
         problems.append(f"{page.name}: MathJax is loaded from a CDN, so maths does not render offline")
     print(f"{page.name}: {images} figures")
+# Algorithm boxes: the number Sphinx gives each box must be the paper's number in its label (algorithm-N).
+for page in sorted(html_dir.glob("nbs/*.html")):
+    html = page.read_text(encoding="utf-8")
+    for label, shown in re.findall(r'id="algorithm-(\d+)".*?<span class="caption-number">Algorithm (\d+)', html, re.S):
+        if label != shown:
+            problems.append(f"{page.name}: the box for the paper's Algorithm {label} is numbered {shown}")
 if problems:
     sys.exit("book check failed:\n  " + "\n  ".join(problems))
 print("book check passed")

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = configparser.ConfigParser(delimiters=["="])
 SETTINGS.read(ROOT / "settings.ini")
 CFG = SETTINGS["DEFAULT"]
-NOTEBOOKS = sorted((ROOT / "nbs").glob("[0-9][0-9]*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "nbs").glob("[0-9A-Z]*.ipynb"))  # chapters 01-09 and appendices B, C
 
 
 def cells(nb_path):
@@ -44,7 +44,7 @@ def test_every_chapter_is_in_the_book_and_every_book_page_exists():
 
 def test_chapters_are_listed_in_paper_order():
     chapters = [f for f in toc_files() if f.startswith("nbs/")]
-    assert chapters == sorted(chapters)
+    assert chapters == sorted(chapters, key=lambda f: (not f[4].isdigit(), f))  # 01..09, then appendices
 
 
 def test_repository_url_is_the_same_everywhere():
@@ -63,7 +63,7 @@ def test_repository_url_is_the_same_everywhere():
 def test_chapter_layout(nb):
     cs = cells(nb)
     first = source(cs[0])
-    number = int(nb.name[:2])
+    number = nb.name.split("_")[0].lstrip("0")  # "05" -> "5", appendix "B" -> "B"
     assert cs[0]["cell_type"] == "markdown" and first.startswith(f"# {number}. "), "title '# N. ...' first"
     assert re.search(r"^> \S", first, re.M), "a one-line '> summary' under the title"
     code = [c for c in cs if c["cell_type"] == "code"]

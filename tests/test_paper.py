@@ -1,0 +1,43 @@
+"""The generated pages (notation, paper-to-code index, errata) come from records that must match the code."""
+from pathlib import Path
+
+import pytest
+
+from transformer_nb.paper import DEVIATIONS, NOTATION, algorithm, algorithms, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted({c for s in NOTATION for c in s.code}))
+def test_every_code_name_in_the_notation_exists(name):
+    resolve(name)
+
+
+def test_resolve_rejects_names_that_do_not_exist():
+    with pytest.raises(AttributeError):
+        resolve("components.LayerNorm.delta")
+    with pytest.raises(AttributeError):
+        resolve("components.no_such_function")
+
+
+def test_every_registered_algorithm_points_at_real_code():
+    entries = algorithms()
+    assert [e.number for e in entries] == sorted(e.number for e in entries)
+    for e in entries:
+        assert e.reference.paper_algorithm == e.number
+        resolve(e.batched)
+        assert any((ROOT / "nbs").glob(f"{e.chapter:02d}_*.ipynb")), f"no notebook for chapter {e.chapter}"
+
+
+def test_chapters_5_and_6_register_algorithms_1_to_10():
+    assert {e.number for e in algorithms()} >= set(range(1, 11))
+
+
+def test_algorithm_numbers_outside_the_paper_are_refused():
+    with pytest.raises(ValueError, match="Algorithms 1-15"):
+        algorithm(16, "Nope", batched="components.LayerNorm")
+
+
+def test_every_deviation_names_an_existing_chapter():
+    for d in DEVIATIONS:
+        assert (ROOT / "nbs" / f"{d.where.split('#')[0]}.ipynb").exists(), d.where
