@@ -1,13 +1,21 @@
-"""Sphinx extension: hide nbdev's `#| ...` directive lines in the book's code cells.
+"""Sphinx extension for the course's notebooks in Jupyter Book.
 
-nbdev reads directives such as `#| export` from the first lines of a cell; they mean nothing to a reader,
-and myst-nb would otherwise print them verbatim. The notebooks themselves are not changed.
+* Hides nbdev's `#| ...` directive lines at the top of code cells (they mean nothing to a reader).
+* Marks cells tagged `skip-execution` (GPU runs) with a note that they were not run for this book.
+* Serves the "Open in Colab" badge from the book itself, so that pages render completely offline.
+* Drops repeated inline <script> lines from the written pages: the theme renders some inline scripts
+  twice, and the second `const THEBE_JS_URL = ...` raises a JavaScript SyntaxError on every page.
+The notebooks themselves are not changed.
 """
 import re
 
 from docutils import nodes
 
 DIRECTIVE = re.compile(r"^\s*#\|.*$")
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+LOCAL_BADGE = "/book/_static/colab-badge.svg"  # relative to the book's source folder
+GPU_NOTE = ("Not run when this book was built: this cell needs a GPU. Open the chapter in Colab with a GPU "
+            "runtime to run it; the text around it says what it produces and roughly how long it takes.")
 
 
 def _strip(text: str) -> str:
@@ -27,6 +35,42 @@ def strip_directives(app, doctree):
         block.rawsource = stripped
 
 
+def note_unexecuted_cells(app, doctree):
+    for cell in list(doctree.findall(nodes.container)):
+        if "tag_skip-execution" in cell.get("classes", []):
+            note = nodes.note("", nodes.paragraph("", GPU_NOTE))
+            cell.insert(0, note)
+
+
+def local_colab_badge(app, doctree):
+    for image in doctree.findall(nodes.image):
+        if image.get("uri") == COLAB_BADGE:
+            image["uri"] = LOCAL_BADGE
+            image["candidates"] = {"*": LOCAL_BADGE.lstrip("/")}
+
+
+def dedupe_inline_scripts(app, exception):
+    "Remove repeated identical inline <script> lines from the written pages (the theme renders some twice)."
+    if exception is not None or app.builder.format != "html":
+        return
+    from pathlib import Path
+    for page in Path(app.outdir).rglob("*.html"):
+        lines, seen, kept = page.read_text(encoding="utf-8").splitlines(keepends=True), set(), []
+        for line in lines:
+            tag = line.strip()
+            if tag.startswith("<script>") and tag.endswith("</script>"):
+                if tag in seen:
+                    continue
+                seen.add(tag)
+            kept.append(line)
+        if len(kept) != len(lines):
+            page.write_text("".join(kept), encoding="utf-8")
+
+
 def setup(app):
+    # run before Sphinx's own image collector (priority 500) so that the badge is copied like any image
+    app.connect("doctree-read", local_colab_badge, priority=400)
     app.connect("doctree-read", strip_directives)
+    app.connect("doctree-read", note_unexecuted_cells)
+    app.connect("build-finished", dedupe_inline_scripts)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
