@@ -41,3 +41,11 @@ def test_algorithm_numbers_outside_the_paper_are_refused():
 def test_every_deviation_names_an_existing_chapter():
     for d in DEVIATIONS:
         assert (ROOT / "nbs" / f"{d.where.split('#')[0]}.ipynb").exists(), d.where
+
+
+def test_notebook_of_finds_the_source_notebook():
+    from transformer_nb.components import LayerNorm, attention_ref
+    from transformer_nb.paper import notebook_of
+    assert notebook_of(attention_ref) == "05_components"
+    assert notebook_of(LayerNorm) == "05_components"
+    assert notebook_of(resolve("architectures.DTransformer")) == "06_architectures"

@@ -63,7 +63,7 @@ def test_repository_url_is_the_same_everywhere():
 def test_chapter_layout(nb):
     cs = cells(nb)
     first = source(cs[0])
-    number = nb.name.split("_")[0].lstrip("0")  # "05" -> "5", appendix "B" -> "B"
+    number = re.match(r"0*(\d+|[A-Z])", nb.name).group(1)  # "05" -> "5", "07a" -> "7", appendix "B" -> "B"
     assert cs[0]["cell_type"] == "markdown" and first.startswith(f"# {number}. "), "title '# N. ...' first"
     assert re.search(r"^> \S", first, re.M), "a one-line '> summary' under the title"
     code = [c for c in cs if c["cell_type"] == "code"]
