@@ -50,13 +50,17 @@ def test_chapters_are_listed_in_paper_order():
 def test_repository_url_is_the_same_everywhere():
     url = CFG["git_url"]
     book = yaml.safe_load((ROOT / "_config.yml").read_text())
-    assert book["repository"]["url"] == url
-    colab = "https://colab.research.google.com/github/" + url.removeprefix("https://github.com/") + "/blob/main/nbs/"
+    assert book["repository"]["url"] == url and book["repository"]["branch"] == CFG["branch"]
+    colab = ("https://colab.research.google.com/github/" + url.removeprefix("https://github.com/")
+             + f"/blob/{CFG['branch']}/nbs/")
     for nb in NOTEBOOKS:
         first = source(cells(nb)[0])
         assert colab + nb.name in first, f"{nb.name}: Colab badge must point at {colab + nb.name}"
     readme = (ROOT / "README.md").read_text()
     assert url in readme
+    for nb in NOTEBOOKS:  # the Colab install cell installs from the same repository
+        install = [source(c) for c in cells(nb) if "google.colab" in source(c)]
+        assert all(f"git+{url}" in src for src in install), nb.name
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
