@@ -3,6 +3,8 @@
 * Hides nbdev's `#| ...` directive lines at the top of code cells (they mean nothing to a reader).
 * Marks cells tagged `skip-execution` (GPU runs) with a note that they were not run for this book.
 * Serves the "Open in Colab" badge from the book itself, so that pages render completely offline.
+* Numbers each algorithm box with the paper's number, taken from its label `algorithm-N` (sphinx-proof
+  numbers boxes in order of appearance, and a chapter may present Algorithm 13 before Algorithm 11).
 * Drops repeated inline <script> lines from the written pages: the theme renders some inline scripts
   twice, and the second `const THEBE_JS_URL = ...` raises a JavaScript SyntaxError on every page.
 The notebooks themselves are not changed.
@@ -49,22 +51,35 @@ def local_colab_badge(app, doctree):
             image["candidates"] = {"*": LOCAL_BADGE.lstrip("/")}
 
 
-def dedupe_inline_scripts(app, exception):
-    "Remove repeated identical inline <script> lines from the written pages (the theme renders some twice)."
+BOX_NUMBER = re.compile(r'(id="algorithm-(\d+)">\s*<p class="admonition-title"><span class="caption-number">'
+                        r'Algorithm )\d+')
+REF_NUMBER = re.compile(r'(href="[^"]*#algorithm-(\d+)"[^>]*>(?:<span[^>]*>)*Algorithm )\d+')
+
+
+def _fix_page(html: str) -> str:
+    html = BOX_NUMBER.sub(r"\g<1>\g<2>", html)
+    html = REF_NUMBER.sub(r"\g<1>\g<2>", html)
+    lines, seen, kept = html.splitlines(keepends=True), set(), []
+    for line in lines:  # repeated identical inline scripts: keep the first
+        tag = line.strip()
+        if tag.startswith("<script>") and tag.endswith("</script>"):
+            if tag in seen:
+                continue
+            seen.add(tag)
+        kept.append(line)
+    return "".join(kept)
+
+
+def fix_written_pages(app, exception):
+    "Paper numbers on algorithm boxes and their references; no repeated inline scripts."
     if exception is not None or app.builder.format != "html":
         return
     from pathlib import Path
     for page in Path(app.outdir).rglob("*.html"):
-        lines, seen, kept = page.read_text(encoding="utf-8").splitlines(keepends=True), set(), []
-        for line in lines:
-            tag = line.strip()
-            if tag.startswith("<script>") and tag.endswith("</script>"):
-                if tag in seen:
-                    continue
-                seen.add(tag)
-            kept.append(line)
-        if len(kept) != len(lines):
-            page.write_text("".join(kept), encoding="utf-8")
+        html = page.read_text(encoding="utf-8")
+        fixed = _fix_page(html)
+        if fixed != html:
+            page.write_text(fixed, encoding="utf-8")
 
 
 def setup(app):
@@ -72,5 +87,5 @@ def setup(app):
     app.connect("doctree-read", local_colab_badge, priority=400)
     app.connect("doctree-read", strip_directives)
     app.connect("doctree-read", note_unexecuted_cells)
-    app.connect("build-finished", dedupe_inline_scripts)
+    app.connect("build-finished", fix_written_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
