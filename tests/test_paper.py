@@ -50,3 +50,14 @@ def test_notebook_of_finds_the_source_notebook():
     assert notebook_of(attention_ref) == "05_components"
     assert notebook_of(LayerNorm) == "05_components"
     assert notebook_of(resolve("architectures.DTransformer")) == "06_architectures"
+
+
+def test_a_notebook_copy_does_not_replace_the_package_entry():
+    from transformer_nb.paper import ALGORITHMS
+    package_fn = ALGORITHMS[algorithms()[0].number].reference
+
+    def token_embedding_ref(v, W_e):  # what running Chapter 5's cell in a notebook defines, in __main__
+        return W_e[:, v]
+    token_embedding_ref.__module__ = "__main__"
+    algorithm(1, "Token embedding", batched="components.TokenEmbedding")(token_embedding_ref)
+    assert ALGORITHMS[1].reference is package_fn
