@@ -17,9 +17,7 @@ import argparse
 import json
 import platform
 import statistics
-import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 
 from transformer_nb.architectures import DTransformer, DTransformerConfig
 from transformer_nb.inference import generate
+from transformer_nb.practical import saved_activation_bytes, time_median
 
 
 @dataclass
@@ -67,14 +66,7 @@ def logits_of(model, x):
 # --- measurements ------------------------------------------------------------------------------------------
 
 def median_seconds(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return time_median(fn, repeats=repeats, warmup=warmup)  # Chapter 8's timer: warm-up, then the median
 
 
 def peak_matmul_gflops(repeats: int) -> dict:
@@ -135,24 +127,13 @@ def peak_memory_mb(s: Setting) -> dict:
     AdamW's two moment estimates. (On CPU the process's resident size says more about the allocator's
     caching than about the model.)"""
     out = {}
+    x = torch.randint(0, s.N_V, (s.B, s.T), generator=torch.Generator().manual_seed(0))
+    loss = lambda model, x: F.cross_entropy(logits_of(model, x).reshape(-1, s.N_V), x.reshape(-1))
     for kind in ("ours", "hf"):
         torch.manual_seed(0)
         model = ours(s) if kind == "ours" else hugging_face(s)
-        params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        saved: dict[int, int] = {}
-
-        def pack(t):
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in params:
-                saved[storage.data_ptr()] = storage.nbytes()
-            return t
-
-        x = torch.randint(0, s.N_V, (s.B, s.T), generator=torch.Generator().manual_seed(0))
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            loss = F.cross_entropy(logits_of(model, x).reshape(-1, s.N_V), x.reshape(-1))
-        loss.backward()
+        activations = saved_activation_bytes(model, loss, x)  # Chapter 8: storages saved for backward
         param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        activations = sum(saved.values())
         out[kind] = {"activations_mib": activations / 2**20, "params_grads_adam_mib": 4 * param_bytes / 2**20,
                      "step_peak_mib": (activations + 4 * param_bytes) / 2**20}
     return out
