@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from _batches import padded_batch
 from hypothesis import given, settings, strategies as st
 
 from transformer_nb.architectures import (
@@ -13,12 +14,7 @@ from transformer_nb.architectures import (
 TOL = dict(rtol=1e-10, atol=1e-10)
 
 
-def batch(lengths, N_V, seed):
-    g = torch.Generator().manual_seed(seed)
-    T = max(lengths)
-    ids = torch.randint(0, N_V, (len(lengths), T), generator=g)
-    pad = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
-    return ids.masked_fill(pad, 0), pad
+batch = padded_batch
 
 
 small = dict(N_V=st.integers(3, 20), H=st.integers(1, 3), d_head=st.integers(1, 4), d_mlp=st.integers(1, 12),

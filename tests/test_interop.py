@@ -1,6 +1,7 @@
 """Chapter 6 interop: our classes hold GPT-2, BERT and torch.nn.Transformer exactly (models built from configs)."""
 import pytest
 import torch
+from _batches import padded_batch
 from torch import nn
 
 from transformer_nb.architectures import (
@@ -12,12 +13,7 @@ transformers = pytest.importorskip("transformers")
 ATOL = 1e-5
 
 
-def padded(lengths, N_V, seed):
-    g = torch.Generator().manual_seed(seed)
-    T = max(lengths)
-    ids = torch.randint(0, N_V, (len(lengths), T), generator=g)
-    pad = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
-    return ids.masked_fill(pad, 0), pad
+padded = padded_batch
 
 
 def greedy(next_logits, x, n_new):
