@@ -31,6 +31,7 @@ setuptools.setup(
     url=cfg["git_url"],
     packages=setuptools.find_packages(include=[cfg["lib_name"], cfg["lib_name"] + ".*"]),
     include_package_data=True,
+    package_data={cfg["lib_name"]: ["data/*.tsv", "data/*.md"]},  # the Tatoeba sample, with its licence
     install_requires=requirements,
     extras_require={"dev": dev_requirements},
     python_requires=">=" + min_python,

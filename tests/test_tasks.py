@@ -70,13 +70,24 @@ def test_explicit_path_wins_and_is_verified(tmp_path, shared_copy):
 
 
 def test_offline_error_says_where_to_put_the_file(offline):
-    for name in DATA_FILES:
+    missing = [name for name, info in DATA_FILES.items() if not info.packaged]
+    assert missing
+    for name in missing:
         with pytest.raises(FileNotFoundError) as err:
             data_file(name)
         message = str(err.value)
         assert str(offline / name) in message
         assert "TRANSFORMER_NB_DATA" in message and DATA_FILES[name].sha256 in message
     assert not offline.exists() or not any(offline.iterdir())  # a failed download leaves nothing behind
+
+
+def test_packaged_copy_is_found_offline_without_the_shared_folder(offline):
+    packaged = [name for name, info in DATA_FILES.items() if info.packaged]
+    assert packaged == ["tatoeba-eng-fra-5k.tsv"]
+    path = data_file(packaged[0])
+    assert path.parent.name == "data" and path.parent.parent.name == "transformer_nb"
+    assert len(load_tatoeba()) == 5000
+    assert (path.parent / "TATOEBA.md").read_text().count("CC BY 2.0 FR") == 1
 
 
 def test_download_from_file_url_then_cache_hit(monkeypatch, tmp_path, shared_copy):

@@ -29,11 +29,12 @@ __all__ = ['DATA_FILES', 'DIGIT_TASKS', 'BRACKETS', 'LANGUAGES', 'DataFile', 'fi
 # %% ../nbs/03_tasks.ipynb #a5840af5
 @dataclass(frozen=True)
 class DataFile:
-    "A data file the course uses: name, SHA-256 digest, canonical URL (None: not downloadable), origin."
+    "A data file the course uses: name, SHA-256, canonical URL (None: none), origin, shipped?"
     name: str
     sha256: str
     url: str | None
     origin: str
+    packaged: bool = False  # a copy ships inside the package, in transformer_nb/data/
 
 
 DATA_FILES = {
@@ -47,7 +48,8 @@ DATA_FILES = {
         "d952b56a181da5270b7bb4ded3f3bbe61e67a9b1de0e0fbc1d46438c71fb55a7",
         None,
         "the first 5,000 lines of the Tatoeba English-French export (manythings.org/anki, fra-eng), "
-        "CC-BY 2.0 (France); shipped with the course in its shared data folder"),
+        "CC-BY 2.0 (France); ships inside the package with its attribution",
+        packaged=True),
 }
 
 # %% ../nbs/03_tasks.ipynb #700c496a
@@ -80,6 +82,8 @@ def local_candidates(name: str) -> list[Path]:
     root = find_repo_root()
     if root is not None:
         places.append(root.parent / "shared" / "data" / name)
+    if name in DATA_FILES and DATA_FILES[name].packaged:
+        places.append(_package_dir() / "data" / name)
     places.append(cache_dir() / name)
     return places
 

@@ -33,10 +33,10 @@ from .tasks import random_windows
 from .tokenization import Tokenizer, pad
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'CHECKPOINT_FORMAT', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref', 'd_training_ref',
-           'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref', 'pick_device',
-           'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'BatchSampler', 'LMBatches',
-           'MLMBatches', 'PairBatches', 'ClassBatches', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
+__all__ = ['MPS_WARNING', 'PRECISIONS', 'CHECKPOINT_FORMAT', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref',
+           'd_training_ref', 'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref',
+           'pick_device', 'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'BatchSampler',
+           'LMBatches', 'MLMBatches', 'PairBatches', 'ClassBatches', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
            'classification_loss', 'SequenceClassifier', 'capture_rng', 'restore_rng', 'atomic_save',
            'tokenizer_to_json', 'tokenizer_from_json', 'colab_checkpoint_dir', 'model_config', 'read_checkpoint',
            'check_compatible', 'to_device', 'Trainer', 'load_model', 'plot_history']
@@ -157,28 +157,49 @@ def ed_training_ref(zs: list[list[int]], xs: list[list[int]], theta: Transformer
     return theta, losses
 
 # %% ../nbs/07a_training.ipynb #7f345376
-def pick_device(device: str = "auto") -> torch.device:
-    "The device to train on: 'auto' picks CUDA, then MPS, then the CPU; anything else is passed to torch."
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+import warnings
+
+MPS_WARNING = ("device='mps': PyTorch's MPS backend has given wrong losses for models like "
+               "these; compare a few steps with device='cpu' before trusting a long run")
 
 
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    "The device to train on: 'auto' is CUDA if there is a GPU, else the CPU (never MPS)."
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device={device!r} is not a device name torch knows ({e})") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    if chosen.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={device!r}, but this machine has no MPS (Apple GPU)")
+        warnings.warn(MPS_WARNING, stacklevel=2)
+    return chosen
+
+# %% ../nbs/07a_training.ipynb #47ca6d88
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def _native_bf16(device: torch.device) -> bool:
+    "Whether the GPU computes in bf16 natively (compute capability 8.0 or newer), not by emulation."
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    "The autocast dtype ('auto': bf16 on a CUDA GPU that has it, else fp16 on CUDA, else none = fp32)."
+    "The autocast dtype ('auto': bf16 on an Ampere+ GPU, fp16 on older ones, else None = fp32)."
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if _native_bf16(device) else torch.float16
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
