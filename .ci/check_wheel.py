@@ -23,3 +23,23 @@ example = re.search(r"<!-- example:start -->\s*```python\n(.*?)```", readme, re.
 assert example, "README has no marked usage example"
 exec(compile(example.group(1), "README example", "exec"), {"__name__": "__readme__"})
 print("README example ran")
+
+# The Tatoeba sample ships inside the wheel: it loads with no network and no ../shared folder.
+import os
+import urllib.request
+
+from transformer_nb import tasks
+
+
+def no_network(*args, **kwargs):
+    raise OSError("this check runs without a network")
+
+
+urllib.request.urlopen = no_network
+os.environ.pop("TRANSFORMER_NB_DATA", None)
+assert tasks.find_repo_root() is None, "ran inside a checkout: the shared data folder would be found"
+pairs = tasks.load_tatoeba()
+assert len(pairs) == 5000 and "site-packages" in str(tasks.data_file("tatoeba-eng-fra-5k.tsv"))
+licence = Path(tasks.__file__).parent / "data" / "TATOEBA.md"
+assert "CC BY 2.0 FR" in licence.read_text(encoding="utf-8")
+print(f"load_tatoeba() from the wheel, offline: {len(pairs)} pairs, licence {licence.name} present")

@@ -1,8 +1,12 @@
 """The reader's path: devices a reader's machine offers, the package's own checks, and GPU cells."""
+import json
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from transformer_nb import course
 from transformer_nb.course import GPUCell, show_doc
@@ -88,7 +92,8 @@ def test_fail_needs_an_error_that_mentions_the_words():
 
 def test_show_doc_gives_signature_and_docstring():
     text = show_doc(pick_device)._repr_markdown_()
-    assert "pick_device(device: 'str | torch.device' = 'auto')" in text and "never MPS" in text
+    assert "pick_device(device: str | torch.device = 'auto') -> torch.device" in text
+    assert "never MPS" in text
 
 
 # ---------------------------------------------------------------- GPU cells on a CPU
@@ -136,3 +141,59 @@ def test_fail_catches_only_the_exception_asked_for():
     check_fail(interrupted, exc=KeyboardInterrupt)
     with pytest.raises(KeyError):
         check_fail(lambda: {}["x"], exc=ValueError)
+
+
+# ---------------------------------------------------------------- the GPU cells and the CI that runs them
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def gpu_runs(nb: Path) -> list[list[str]]:
+    "The runs of consecutive `#| gpu` code cells of a notebook, as lists of their sources."
+    runs, current = [], []
+    for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        source = "".join(cell["source"])
+        if re.match(r"#\|\s*gpu\b", source):
+            current.append(source)
+        elif current:
+            runs, current = runs + [current], []
+    return runs + ([current] if current else [])
+
+
+NOTEBOOKS_WITH_GPU_CELLS = [nb for nb in sorted((ROOT / "nbs").glob("*.ipynb")) if gpu_runs(nb)]
+
+
+def test_there_are_gpu_cells():
+    assert [nb.stem for nb in NOTEBOOKS_WITH_GPU_CELLS] == [
+        "07b_inference", "08_practical", "09_layernorm_audit"]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS_WITH_GPU_CELLS, ids=lambda p: p.stem)
+def test_every_gpu_cell_reports_device_time_and_expected_result(nb):
+    for run in gpu_runs(nb):
+        assert "GPUCell(" in run[0], f"{nb.name}: a GPU cell must open a GPUCell:\n{run[0][:200]}"
+        assert "cell.result(" in "".join(run), f"{nb.name}: no result printed beside its expectation"
+        for minutes in re.findall(r"t4_minutes=([\d.]+)", "".join(run)):
+            assert 0 < float(minutes) <= 30, f"{nb.name}: a GPU cell over 30 minutes on a T4"
+        assert "torch.cuda.is_available()" not in run[0].split("GPUCell(")[0], "GPUCell picks the device"
+
+
+def test_github_workflows_run_ci_and_publish_the_book():
+    ci = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+    steps = [s.get("run", "") for s in ci["jobs"]["ci"]["steps"]]
+    assert "bash .ci/run" in steps and {"push", "pull_request"} <= set(ci[True])  # yaml reads on: as True
+    pages = yaml.safe_load((ROOT / ".github/workflows/pages.yml").read_text())
+    build = pages["jobs"]["build"]["steps"]
+    assert any(s.get("with", {}).get("path") == "_build/html" for s in build)
+    assert any("deploy-pages" in s.get("uses", "") for s in pages["jobs"]["deploy"]["steps"])
+
+
+def test_ci_runs_every_chapter_as_a_reader():
+    run = (ROOT / ".ci/run").read_text()
+    assert 'stage "chapters as a reader runs them" reader_path' in run
+    runner = (ROOT / ".ci/run_chapters.py").read_text()
+    assert "TRANSFORMER_NB_SMOKE" in runner and "TRANSFORMER_NB_PACKAGE" in runner
+    install_cells = [c for nb in sorted((ROOT / "nbs").glob("*.ipynb"))
+                     for c in json.loads(nb.read_text())["cells"] if "google.colab" in "".join(c["source"])]
+    assert install_cells and all("TRANSFORMER_NB_PACKAGE" in "".join(c["source"]) for c in install_cells)

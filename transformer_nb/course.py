@@ -76,16 +76,25 @@ def test_fail(f: Callable, msg: str = "", contains: str = "", exc: type = Except
     raise AssertionError(f"no exception was raised {msg}".strip())
 
 # %% ../nbs/01_introduction.ipynb #f4c28d97
+def _plain_signature(obj: Any):
+    import inspect
+    try:
+        return inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+
+
 class _Doc:
     "A function's or class's signature and docstring, shown as Markdown in a notebook."
 
     def __init__(self, obj: Any):
         import inspect
         self.name = getattr(obj, "__qualname__", repr(obj))
-        try:
-            self.signature = f"{self.name}{inspect.signature(obj)}"
-        except (TypeError, ValueError):  # some builtins have no signature
-            self.signature = self.name
+        try:  # annotations as written, not as strings (this package defers them)
+            signature = inspect.signature(obj, eval_str=True)
+        except Exception:  # Python 3.9 has no eval_str; some builtins have no signature
+            signature = _plain_signature(obj)
+        self.signature = f"{self.name}{signature}" if signature else self.name
         self.doc = inspect.getdoc(obj) or ""
 
     def _repr_markdown_(self) -> str:
