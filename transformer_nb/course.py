@@ -29,7 +29,7 @@ def _is_array(x: Any) -> bool:
 
 
 def _same(a: Any, b: Any) -> bool:
-    "Equal: arrays of the same shape element by element, sequences and dicts item by item."
+    "Equal: arrays of one shape element-wise, sequences and dicts item by item."
     if _is_array(a) or _is_array(b):
         a, b = _tensor(a), _tensor(b)
         return a.shape == b.shape and bool((a == b).all())
@@ -133,7 +133,7 @@ def compile_pays(device: torch.device | str) -> bool:
 
 # %% ../nbs/01_introduction.ipynb #7d810be7
 class GPUCell:
-    "A `#| gpu` cell's run: device, real or smoke size, wall time, results beside expected values."
+    "A `#| gpu` cell's run: device, size, wall time, results and expected values."
 
     def __init__(self, title: str, t4_minutes: float):
         self.title, self.t4_minutes = title, t4_minutes
@@ -160,7 +160,7 @@ class GPUCell:
         return smoke if self.smoke else real
 
     def file(self, name: str) -> str:
-        "A file name for this size: smoke runs never overwrite (or resume) a real run's files."
+        "A file name for this size: a smoke run never overwrites a real run's file."
         stem, dot, ext = name.rpartition(".")
         return f"{stem}-smoke.{ext}" if self.smoke and dot else name
 

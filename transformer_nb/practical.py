@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .architectures import DTransformer, DTransformerConfig, count_parameters
+from transformer_nb.architectures import (
+    DTransformer, DTransformerConfig, count_parameters,
+)
 from .inference import generate
 from transformer_nb.training import (
     BatchSampler, LMBatches, TrainConfig, Trainer, lr_multiplier, next_token_loss,

@@ -29,7 +29,7 @@ __all__ = ['DATA_FILES', 'DIGIT_TASKS', 'BRACKETS', 'LANGUAGES', 'DataFile', 'fi
 # %% ../nbs/03_tasks.ipynb #a5840af5
 @dataclass(frozen=True)
 class DataFile:
-    "A data file the course uses: name, SHA-256, canonical URL (None: none), origin, shipped?"
+    "A data file: name, SHA-256, canonical URL (or None), origin, whether it ships."
     name: str
     sha256: str
     url: str | None
@@ -41,14 +41,16 @@ DATA_FILES = {
     "tinyshakespeare.txt": DataFile(
         "tinyshakespeare.txt",
         "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
+        "tinyshakespeare/input.txt",
         "Tiny Shakespeare (public domain), from Karpathy's char-rnn repository"),
     "tatoeba-eng-fra-5k.tsv": DataFile(
         "tatoeba-eng-fra-5k.tsv",
         "d952b56a181da5270b7bb4ded3f3bbe61e67a9b1de0e0fbc1d46438c71fb55a7",
         None,
-        "the first 5,000 lines of the Tatoeba English-French export (manythings.org/anki, fra-eng), "
-        "CC-BY 2.0 (France); ships inside the package with its attribution",
+        "the first 5,000 lines of the Tatoeba English-French export "
+        "(manythings.org/anki, fra-eng), CC-BY 2.0 (France); "
+        "ships inside the package with its attribution",
         packaged=True),
 }
 

@@ -159,27 +159,28 @@ def ed_training_ref(zs: list[list[int]], xs: list[list[int]], theta: Transformer
 # %% ../nbs/07a_training.ipynb #7f345376
 import warnings
 
-MPS_WARNING = ("device='mps': PyTorch's MPS backend has given wrong losses for models like "
-               "these; compare a few steps with device='cpu' before trusting a long run")
+MPS_WARNING = ("device='mps': PyTorch's MPS backend has given wrong losses for "
+               "models like these; compare a few steps with device='cpu' first")
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    "The device to train on: 'auto' is CUDA if there is a GPU, else the CPU (never MPS)."
+    "The device to train on: 'auto' is CUDA if there is a GPU, else the CPU."
     if isinstance(device, torch.device):
         device = str(device)
     if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise TypeError(f"device must be a name ('auto', 'cpu', ...), got {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         chosen = torch.device(device)
     except RuntimeError as e:
-        raise ValueError(f"device={device!r} is not a device name torch knows ({e})") from None
+        message = f"device={device!r} is not a device torch knows ({e})"
+        raise ValueError(message) from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}, but no CUDA GPU is visible; use 'auto' or 'cpu'")
+        raise ValueError(f"device={device!r}, but no CUDA GPU is visible; use 'auto'")
     if chosen.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ValueError(f"device={device!r}, but this machine has no MPS (Apple GPU)")
+            raise ValueError(f"device={device!r}, but this machine has no MPS")
         warnings.warn(MPS_WARNING, stacklevel=2)
     return chosen
 
@@ -188,12 +189,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _native_bf16(device: torch.device) -> bool:
-    "Whether the GPU computes in bf16 natively (compute capability 8.0 or newer), not by emulation."
+    "Whether the GPU has bf16 in hardware (compute capability 8.0+), not emulated."
     return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    "The autocast dtype ('auto': bf16 on an Ampere+ GPU, fp16 on older ones, else None = fp32)."
+    "The autocast dtype ('auto': bf16 on Ampere+ GPUs, fp16 on older, else None)."
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
