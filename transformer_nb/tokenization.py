@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'SPECIAL_TEXT', 'UNKNOWN_POLICIES', 'PRETOKEN_PATTERN', 'Tokenizer', 'pad', 'CharTokenizer',
-           'pretokenize', 'WordTokenizer', 'merge_pair', 'learn_bpe_merges', 'BPETokenizer', 'tokens_per_char']
+__all__ = ['SPECIAL_TOKENS', 'SPECIAL_TEXT', 'UNKNOWN_POLICIES', 'PRETOKEN_PATTERN', 'Tokenizer', 'pad', 'random_padded',
+           'CharTokenizer', 'pretokenize', 'WordTokenizer', 'merge_pair', 'learn_bpe_merges', 'BPETokenizer',
+           'tokens_per_char']
 
 # %% ../nbs/04_tokenization.ipynb #e53deda8
 SPECIAL_TOKENS = ("mask_token", "bos_token", "eos_token")
@@ -156,6 +157,15 @@ def pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = None,
         ids[row, cols] = torch.tensor(s, dtype=torch.long)
         mask[row, cols] = False
     return ids, mask
+
+# %% ../nbs/04_tokenization.ipynb #078f83b4
+def random_padded(lengths: Sequence[int], N_V: int, seed: int) -> tuple[Tensor, Tensor]:
+    "Random token sequences of the given lengths, right-padded with id 0, and the mask (True = padding)."
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.randint(0, N_V, (len(lengths), T), generator=g)
+    mask = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
+    return ids.masked_fill(mask, 0), mask
 
 # %% ../nbs/04_tokenization.ipynb #f4872884
 UNKNOWN_POLICIES = ("unk", "error")
