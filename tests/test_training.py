@@ -8,13 +8,14 @@ import torch
 
 from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, ETransformer, ETransformerConfig,
-    paper_params,
+    SequenceClassifier, paper_params,
 )
+from transformer_nb.checkpoint import read_checkpoint
 from transformer_nb.tokenization import CharTokenizer
 from transformer_nb.training import (
-    LMBatches, MLMBatches, PairBatches, SequenceClassifier, TrainConfig, Trainer, d_training_ref,
-    e_loss_ref, e_training_ref, ed_training_ref, load_model, lr_multiplier, mask_tokens_ref, next_token_loss,
-    param_groups, param_list, read_checkpoint, seq2seq_loss,
+    LMBatches, MLMBatches, PairBatches, TrainConfig, Trainer, d_training_ref, e_loss_ref, e_training_ref,
+    ed_training_ref, load_model, lr_multiplier, mask_tokens_ref, next_token_loss, param_groups, param_list,
+    seq2seq_loss,
 )
 
 TOL = dict(rtol=1e-9, atol=1e-10)

@@ -25,7 +25,7 @@ __all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'Transforme
            'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref', 'ed_transformer_ref', 'e_transformer_ref',
            'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'run_stack', 'Embedding', 'init_weights',
            'deepnorm_constants', 'deepnorm_init', 'DTransformer', 'ETransformer', 'EDTransformer', 'paper_params',
-           'layer_diagram', 'draw_layer', 'count_parameters', 'famous_configs', 'build']
+           'SequenceClassifier', 'layer_diagram', 'draw_layer', 'count_parameters', 'famous_configs', 'build']
 
 # %% ../nbs/06_architectures.ipynb #acdace3c
 def gelu_ref(x: Tensor) -> Tensor:
@@ -513,6 +513,30 @@ def paper_params(model: DTransformer | ETransformer | EDTransformer) -> Transfor
         theta.W_f, theta.b_f = model.W_f.weight, _bias(model.W_f)
         theta.gamma, theta.beta = _gamma_beta(model.head_norm)
     return theta
+
+# %% ../nbs/06_architectures.ipynb #943ab0b2
+class SequenceClassifier(nn.Module):
+    "An ETransformer encoder with a class head W_c on the mean of its final states (padding excluded)."
+
+    def __init__(self, encoder: ETransformer, n_classes: int):
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        self.encoder, self.n_classes = encoder, n_classes
+        self.W_c = nn.Linear(encoder.cfg.d_e, n_classes)
+
+    @property
+    def cfg(self) -> ETransformerConfig:
+        return self.encoder.cfg
+
+    def config_dict(self) -> dict:
+        return {**asdict(self.cfg), "n_classes": self.n_classes}
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        h = self.encoder.hidden_states(x, padding_mask)  # (B, T, d_e)
+        keep = torch.ones_like(x, dtype=h.dtype) if padding_mask is None else (~padding_mask).to(h.dtype)
+        pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
+        return self.W_c(pooled)  # class logits (B, n_classes)
 
 # %% ../nbs/06_architectures.ipynb #e06aaedf
 def layer_diagram(cfg: TransformerConfig, cross: bool = False, causal: bool = True) -> list[list[str]]:

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
-import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
@@ -25,21 +22,24 @@ from tqdm import tqdm
 
 from .paper import algorithm
 from transformer_nb.architectures import (
-    DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, ETransformer, ETransformerConfig,
-    TransformerParams, d_transformer_ref, e_transformer_ref, ed_transformer_ref, gelu_ref, relu_ref,
+    DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, ETransformer,
+    ETransformerConfig, SequenceClassifier, TransformerParams, d_transformer_ref, e_transformer_ref,
+    ed_transformer_ref, gelu_ref, relu_ref,
+)
+from transformer_nb.checkpoint import (  # colab_checkpoint_dir: imported from here by Chapter 7b
+    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
+    colab_checkpoint_dir, model_config, read_checkpoint, restore_rng,
 )
 from .components import PositionalEmbedding, TokenEmbedding, check_token_ids
 from .tasks import random_windows
 from .tokenization import Tokenizer, pad
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'CHECKPOINT_FORMAT', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref', 'd_training_ref',
-           'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref', 'pick_device',
-           'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'BatchSampler', 'LMBatches',
-           'MLMBatches', 'PairBatches', 'ClassBatches', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
-           'classification_loss', 'SequenceClassifier', 'capture_rng', 'restore_rng', 'atomic_save',
-           'tokenizer_to_json', 'tokenizer_from_json', 'colab_checkpoint_dir', 'model_config', 'read_checkpoint',
-           'check_compatible', 'to_device', 'Trainer', 'load_model', 'plot_history']
+__all__ = ['PRECISIONS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref', 'd_training_ref', 'mask_tokens_ref',
+           'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref', 'pick_device', 'autocast_dtype',
+           'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'BatchSampler', 'LMBatches', 'MLMBatches',
+           'PairBatches', 'ClassBatches', 'next_token_loss', 'mlm_loss', 'seq2seq_loss', 'classification_loss',
+           'to_device', 'Trainer', 'load_model', 'plot_history']
 
 # %% ../nbs/07a_training.ipynb #32c87621
 def _map_tensors(obj, fn):
@@ -374,125 +374,6 @@ def classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) 
     x, x_pad, c = batch
     return F.cross_entropy(_wide(model(x, x_pad)), c)
 
-# %% ../nbs/07a_training.ipynb #943ab0b2
-class SequenceClassifier(nn.Module):
-    "An ETransformer encoder with a class head W_c on the mean of its final states (padding excluded)."
-
-    def __init__(self, encoder: ETransformer, n_classes: int):
-        super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
-        self.encoder, self.n_classes = encoder, n_classes
-        self.W_c = nn.Linear(encoder.cfg.d_e, n_classes)
-
-    @property
-    def cfg(self) -> ETransformerConfig:
-        return self.encoder.cfg
-
-    def config_dict(self) -> dict:
-        return {**asdict(self.cfg), "n_classes": self.n_classes}
-
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        h = self.encoder.hidden_states(x, padding_mask)  # (B, T, d_e)
-        keep = torch.ones_like(x, dtype=h.dtype) if padding_mask is None else (~padding_mask).to(h.dtype)
-        pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
-        return self.W_c(pooled)  # class logits (B, n_classes)
-
-# %% ../nbs/07a_training.ipynb #17f62845
-def _plain(obj):
-    "Tuples and NumPy arrays as (nested) lists, so that torch.load(weights_only=True) accepts them."
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (tuple, list)):
-        return [_plain(o) for o in obj]
-    return obj
-
-
-def capture_rng() -> dict:
-    "The state of every random number generator that training uses: tensors and plain Python values."
-    state = {"torch": torch.get_rng_state(), "python": _plain(random.getstate()),
-             "numpy": _plain(np.random.get_state())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    "Put back the states recorded by capture_rng."
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-# %% ../nbs/07a_training.ipynb #d76e21f2
-def atomic_save(obj, path: str | Path) -> None:
-    "torch.save to a temporary file next to `path`, then os.replace it: `path` is never half-written."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # on disk before the rename, not only in the OS cache
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def tokenizer_to_json(tokenizer: Tokenizer) -> str:
-    "The tokeniser's JSON file (Chapter 4's format) as a string."
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save(Path(folder) / "tokenizer.json")
-        return (Path(folder) / "tokenizer.json").read_text(encoding="utf-8")
-
-
-def tokenizer_from_json(text: str) -> Tokenizer:
-    "The tokeniser saved by tokenizer_to_json."
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "tokenizer.json").write_text(text, encoding="utf-8")
-        return Tokenizer.load(Path(folder) / "tokenizer.json")
-
-
-def colab_checkpoint_dir(name: str = "transformer_nb") -> Path:
-    "MyDrive/<name> when Google Drive is mounted on Colab (it outlives the session), else ./checkpoints."
-    drive = Path("/content/drive/MyDrive")
-    folder = drive / name if drive.is_dir() else Path("checkpoints")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-# %% ../nbs/07a_training.ipynb #63fbd458
-CHECKPOINT_FORMAT = "transformer_nb.checkpoint"
-
-
-def model_config(model: nn.Module) -> dict:
-    "The model's config as a plain dict (what a checkpoint stores)."
-    return model.config_dict() if hasattr(model, "config_dict") else asdict(model.cfg)
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    "Load a checkpoint safely (weights_only=True) onto the CPU and check that it is one of ours."
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a checkpoint written by transformer_nb")
-    return ckpt
-
-
-def check_compatible(ckpt: dict, model: nn.Module) -> None:
-    "Raise a ValueError naming every config field in which `model` differs from the checkpoint's model."
-    kind = type(model).__name__
-    if ckpt["model_kind"] != kind:
-        raise ValueError(f"the checkpoint holds a {ckpt['model_kind']}, not a {kind}")
-    saved, current = ckpt["model_config"], model_config(model)
-    diffs = [f"{k} (checkpoint {saved.get(k)!r}, model {current.get(k)!r})"
-             for k in sorted(saved.keys() | current.keys()) if saved.get(k) != current.get(k)]
-    if diffs:
-        raise ValueError("the checkpoint was saved from a model with a different config: " + "; ".join(diffs))
-
 # %% ../nbs/07a_training.ipynb #953a7fbf
 def to_device(batch, device: torch.device):
     "Move a tensor, or a tuple or list of tensors, to `device`."
@@ -614,12 +495,12 @@ class Trainer:
 
     def state(self) -> dict:
         "Everything needed to continue exactly, as tensors and plain Python values."
-        return {"format": CHECKPOINT_FORMAT, "version": 1,
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                 "model_kind": type(self.model).__name__, "model_config": model_config(self.model),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "history": self.history, "train_config": asdict(self.cfg),
-                "tokenizer": None if self.tokenizer is None else tokenizer_to_json(self.tokenizer),
+                "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json(),
                 **self._snapshot}
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -643,7 +524,7 @@ class Trainer:
         restore_rng(ckpt["rng"])
         self._snapshot = self._capture()
         if ckpt["tokenizer"] is not None and self.tokenizer is None:
-            self.tokenizer = tokenizer_from_json(ckpt["tokenizer"])
+            self.tokenizer = Tokenizer.from_json(ckpt["tokenizer"])
 
 # %% ../nbs/07a_training.ipynb #3bba16a6
 _MODEL_KINDS = {"DTransformer": (DTransformer, DTransformerConfig),
@@ -664,7 +545,7 @@ def load_model(path: str | Path, device: str = "auto") -> tuple[nn.Module, Token
     else:
         raise ValueError(f"unknown model kind {kind!r} in {path}")
     model.load_state_dict(ckpt["model"])
-    tokenizer = None if ckpt["tokenizer"] is None else tokenizer_from_json(ckpt["tokenizer"])
+    tokenizer = None if ckpt["tokenizer"] is None else Tokenizer.from_json(ckpt["tokenizer"])
     return model.to(pick_device(device)).eval(), tokenizer
 
 # %% ../nbs/07a_training.ipynb #7ecd8873
