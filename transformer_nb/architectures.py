@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .paper import algorithm
+from .registry import algorithm
 from transformer_nb.components import (
     LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding, TokenEmbedding, Unembedding,
     bidirectional_mask, causal_mask, check_length, check_shape, cross_mask, layer_norm_ref, mh_attention_ref,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .paper import algorithm
+from .registry import algorithm
 
 # %% auto #0
 __all__ = ['check_token_ids', 'check_length', 'check_shape', 'token_embedding_ref', 'TokenEmbedding', 'positional_embedding_ref',

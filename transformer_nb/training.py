@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .paper import algorithm
+from .registry import algorithm
 from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, ETransformer,
     ETransformerConfig, SequenceClassifier, TransformerParams, d_transformer_ref, e_transformer_ref,
