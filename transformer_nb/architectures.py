@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 from .registry import algorithm
 from transformer_nb.components import (
-    LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding, TokenEmbedding, Unembedding,
-    bidirectional_mask, causal_mask, check_length, check_shape, cross_mask, layer_norm_ref, mh_attention_ref,
-    positional_embedding_ref, token_embedding_ref,
+    LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding, TokenEmbedding,
+    Unembedding, bidirectional_mask, causal_mask, check_length, check_shape, cross_mask,
+    layer_norm_ref, linear_params, mh_attention_ref, positional_embedding_ref, token_embedding_ref,
 )
 
 # %% auto #0
@@ -479,10 +479,6 @@ class EDTransformer(nn.Module):
         return self.decode(x, self.encode(z, z_padding), x_padding, z_padding)
 
 # %% ../nbs/06_architectures.ipynb #c481dfc2
-def _bias(lin: nn.Linear) -> Tensor:
-    return lin.bias if lin.bias is not None else torch.zeros(lin.out_features, dtype=lin.weight.dtype)
-
-
 def _gamma_beta(norm: LayerNorm) -> tuple[Tensor, Tensor]:
     return norm.gamma, (norm.beta if norm.beta is not None else torch.zeros_like(norm.gamma))
 
@@ -490,7 +486,7 @@ def _gamma_beta(norm: LayerNorm) -> tuple[Tensor, Tensor]:
 def _layer_params(layer: Layer) -> LayerParams:
     mlp = layer.mlp.sublayer
     p = LayerParams(layer.attn.sublayer.paper_params(), *_gamma_beta(layer.attn.norm),
-                    mlp.W_mlp1.weight, _bias(mlp.W_mlp1), mlp.W_mlp2.weight, _bias(mlp.W_mlp2),
+                    *linear_params(mlp.W_mlp1), *linear_params(mlp.W_mlp2),
                     *_gamma_beta(layer.mlp.norm))
     if layer.cross is not None:
         p.cross = layer.cross.sublayer.paper_params()
@@ -510,7 +506,7 @@ def paper_params(model: DTransformer | ETransformer | EDTransformer) -> Transfor
     if isinstance(model, DTransformer) and model.final_norm is not None:
         theta.gamma, theta.beta = _gamma_beta(model.final_norm)
     if isinstance(model, ETransformer):
-        theta.W_f, theta.b_f = model.W_f.weight, _bias(model.W_f)
+        theta.W_f, theta.b_f = linear_params(model.W_f)
         theta.gamma, theta.beta = _gamma_beta(model.head_norm)
     return theta
 

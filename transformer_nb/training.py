@@ -37,9 +37,9 @@ from .tokenization import Tokenizer, pad
 # %% auto #0
 __all__ = ['PRECISIONS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref', 'd_training_ref', 'mask_tokens_ref',
            'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref', 'pick_device', 'autocast_dtype',
-           'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'BatchSampler', 'LMBatches', 'MLMBatches',
-           'PairBatches', 'ClassBatches', 'next_token_loss', 'mlm_loss', 'seq2seq_loss', 'classification_loss',
-           'to_device', 'Trainer', 'load_model', 'plot_history']
+           'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw', 'BatchSampler', 'LMBatches',
+           'MLMBatches', 'PairBatches', 'ClassBatches', 'wide_logits', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
+           'classification_loss', 'to_device', 'Trainer', 'load_model', 'plot_history']
 
 # %% ../nbs/07a_training.ipynb #32c87621
 def _map_tensors(obj, fn):
@@ -259,6 +259,13 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
+# %% ../nbs/07a_training.ipynb #4a449a0b
+def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    "The trainer's default optimizer: AdamW over param_groups, with the config's rate and betas."
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_embeddings)
+    fused = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
 # %% ../nbs/07a_training.ipynb #99d882ab
 class BatchSampler:
     "A reproducible stream of batches drawn with its own torch.Generator; subclasses implement sample()."
@@ -343,22 +350,22 @@ class ClassBatches(BatchSampler):
         return x, x_pad, torch.tensor([self.examples[i][1] for i in rows])
 
 # %% ../nbs/07a_training.ipynb #3fe3be7e
-def _wide(logits: Tensor) -> Tensor:
-    "Half-precision logits as float32 (float32 and float64 logits unchanged)."
+def wide_logits(logits: Tensor) -> Tensor:
+    "Half-precision logits as float32 (float32 and float64 logits unchanged), for the log loss."
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 def next_token_loss(model: nn.Module, batch: Tensor) -> Tensor:
     "Mean of -log P[x[t+1], t] over a (B, l+1) batch of windows (Algorithm 13's summand, averaged)."
     logits = model(batch[:, :-1])
-    return F.cross_entropy(_wide(logits).flatten(0, 1), batch[:, 1:].flatten())
+    return F.cross_entropy(wide_logits(logits).flatten(0, 1), batch[:, 1:].flatten())
 
 
 def mlm_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     "Mean of -log P[x[t], t] over the masked positions t (Algorithm 12's summand, averaged)."
     x_tilde, targets = batch
     logits = model(x_tilde)
-    return F.cross_entropy(_wide(logits).flatten(0, 1), targets.flatten(), ignore_index=-100)
+    return F.cross_entropy(wide_logits(logits).flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
 def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
@@ -366,13 +373,13 @@ def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor, Tensor])
     z, z_pad, x, x_pad = batch
     logits = model(z, x[:, :-1], z_pad, x_pad[:, :-1])
     targets = x[:, 1:].masked_fill(x_pad[:, 1:], -100)
-    return F.cross_entropy(_wide(logits).flatten(0, 1), targets.flatten(), ignore_index=-100)
+    return F.cross_entropy(wide_logits(logits).flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
 def classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
     "Mean of -log P(c | x) over a batch of sequences and classes."
     x, x_pad, c = batch
-    return F.cross_entropy(_wide(model(x, x_pad)), c)
+    return F.cross_entropy(wide_logits(model(x, x_pad)), c)
 
 # %% ../nbs/07a_training.ipynb #953a7fbf
 def to_device(batch, device: torch.device):
@@ -391,7 +398,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, loss_fn: Callable, train_batches: BatchSampler,
                  cfg: TrainConfig | None = None, val_batches: BatchSampler | None = None,
-                 tokenizer: Tokenizer | None = None):
+                 tokenizer: Tokenizer | None = None, optimizer: Callable = adamw):
         self.cfg = cfg = cfg or TrainConfig()
         torch.manual_seed(cfg.seed)  # dropout; the model was initialised (and seeded) by the caller
         random.seed(cfg.seed)
@@ -401,17 +408,20 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.device, cfg.precision)
         self.loss_fn, self.tokenizer = loss_fn, tokenizer
         self.train_batches, self.val_batches = train_batches, val_batches
-        groups = param_groups(model, cfg.weight_decay, cfg.decay_embeddings)
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                           fused=self.device.type == "cuda")
-        schedule = functools.partial(lr_multiplier, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
-                                     min_ratio=cfg.min_lr / cfg.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.use_optimizer(optimizer(self.model, cfg))  # `optimizer(model, cfg)`: a factory
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.forward_model = torch.compile(model) if cfg.compile else model
         self.step = 0
         self.history = {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []}
         self._snapshot = self._capture()
+
+    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        "Train with `optimizer`, under the config's warmup + cosine schedule (built here only)."
+        cfg = self.cfg
+        schedule = functools.partial(lr_multiplier, warmup_steps=cfg.warmup_steps,
+                                     max_steps=cfg.max_steps, min_ratio=cfg.min_lr / cfg.lr)
+        self.optimizer = optimizer
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     def _capture(self) -> dict:
         return {"rng": capture_rng(), "train_batches": self.train_batches.state_dict()}
