@@ -15,12 +15,13 @@ from torch import Tensor, nn
 
 from .architectures import MLP, DTransformer, DTransformerConfig, run_stack
 from .components import LayerNorm, MultiHeadAttention
+from .tasks import BatchSampler
 
 # %% auto #0
 __all__ = ['T2T_LETTERS', 'parse_t2t', 't2t_formula', 'run_t2t_letters', 'T2TSublayer', 'T2TDecoder', 'xavier_init', 'small_lm',
-           'copy_batch', 'copy_batches', 'copy_task_loss', 'layer_grad_norms', 'residual_stream', 'norm_inputs',
-           'mean_sq_norm', 'adjacent_change', 'stack_output', 'output_change', 'mean_layer_grad_norms', 'warmup_factor',
-           'train_lm', 'copy_half_loss', 'warmup_runs']
+           'copy_batch', 'CopyBatches', 'copy_batches', 'copy_task_loss', 'layer_grad_norms', 'residual_stream',
+           'norm_inputs', 'mean_sq_norm', 'adjacent_change', 'stack_output', 'output_change', 'mean_layer_grad_norms',
+           'warmup_factor', 'train_lm', 'copy_half_loss', 'warmup_runs']
 
 # %% ../nbs/09_layernorm_audit.ipynb #7d3ebb38
 T2T_LETTERS = {"a": "add the sublayer's input (the residual connection)", "n": "layer normalisation",
@@ -186,13 +187,22 @@ def copy_batch(batch_size: int, length: int, N_V: int, generator: torch.Generato
     return torch.cat([half, half], dim=1)
 
 
+class CopyBatches(BatchSampler):
+    "Copy-task batches (Chapter 3's BatchSampler drawing copy_batch)."
+
+    def __init__(self, batch_size: int, length: int, N_V: int, seed: int = 0):
+        super().__init__(batch_size, seed)
+        self.length, self.N_V = length, N_V
+
+    def draw(self, generator: torch.Generator) -> Tensor:
+        return copy_batch(self.batch_size, self.length, self.N_V, generator)
+
+
 def copy_batches(batch_size: int, length: int, N_V: int, seed: int = 0) -> Iterator[Tensor]:
     "An endless, reproducible stream of copy-task batches."
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        yield copy_batch(batch_size, length, N_V, g)
+    return iter(CopyBatches(batch_size, length, N_V, seed))
 
-
+# %% ../nbs/09_layernorm_audit.ipynb #ede74ba4
 def copy_task_loss(model: nn.Module, x: Tensor, copy_half_only: bool = False) -> Tensor:
     "Mean next-token cross-entropy of `model` on `x`; with `copy_half_only`, only on the copied tokens."
     logits, targets = model(x)[:, :-1], x[:, 1:]

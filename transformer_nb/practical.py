@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from .architectures import DTransformer, DTransformerConfig, count_parameters
 from .inference import generate
+from .tasks import BatchSampler
 from transformer_nb.training import (
-    BatchSampler, LMBatches, TrainConfig, Trainer, adamw, next_token_loss, wide_logits,
+    LMBatches, TrainConfig, Trainer, adamw, next_token_loss, wide_logits,
 )
 
 # %% auto #0

@@ -21,10 +21,10 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['DATA_FILES', 'DIGIT_TASKS', 'BRACKETS', 'LANGUAGES', 'DataFile', 'find_repo_root', 'cache_dir', 'local_candidates',
            'sha256_of', 'check_sha256', 'download', 'data_file', 'load_tiny_shakespeare', 'split_documents', 'chunk',
-           'chunk_documents', 'train_val_split', 'random_windows', 'WindowSampler', 'TranslationPair', 'parse_tatoeba',
-           'load_tatoeba', 'hash_fraction', 'split_by_key', 'digit_answer', 'digit_task', 'exact_match',
-           'shuffled_batches', 'is_balanced', 'bracket_depths', 'random_balanced', 'hard_negative', 'bracket_task',
-           'language_id_task']
+           'chunk_documents', 'train_val_split', 'random_windows', 'BatchSampler', 'WindowSampler', 'TranslationPair',
+           'parse_tatoeba', 'load_tatoeba', 'hash_fraction', 'split_by_key', 'digit_answer', 'digit_task',
+           'exact_match', 'shuffled_batches', 'is_balanced', 'bracket_depths', 'random_balanced', 'hard_negative',
+           'bracket_task', 'language_id_task']
 
 # %% ../nbs/03_tasks.ipynb #a5840af5
 @dataclass(frozen=True)
@@ -201,19 +201,50 @@ def random_windows(tokens: Tensor, batch_size: int, length: int, generator: torc
     starts = torch.randint(0, len(tokens) - length + 1, (batch_size,), generator=generator)
     return torch.stack([tokens[s:s + length] for s in starts.tolist()])
 
+# %% ../nbs/03_tasks.ipynb #d218c870
+class BatchSampler:
+    "A reproducible stream of batches from its own torch.Generator; each kind supplies draw()."
 
-@dataclass
-class WindowSampler:
-    "An endless, reproducible stream of random-window batches: iterating twice gives the same batches."
-    tokens: Tensor
-    batch_size: int
-    length: int
-    seed: int = 0
+    def __init__(self, batch_size: int, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size, self.seed = batch_size, seed
+        self.generator = torch.Generator().manual_seed(seed)
 
-    def __iter__(self) -> Iterator[Tensor]:
-        g = torch.Generator().manual_seed(self.seed)
+    def draw(self, generator: torch.Generator):
+        "One batch, drawn with `generator`."
+        raise NotImplementedError
+
+    def sample(self):
+        "The next batch of the sampler's own stream."
+        return self.draw(self.generator)
+
+    def __iter__(self) -> Iterator:
+        "The batches from the seed, endlessly, with a generator of their own."
+        generator = torch.Generator().manual_seed(self.seed)
         while True:
-            yield random_windows(self.tokens, self.batch_size, self.length, g)
+            yield self.draw(generator)
+
+    def reset(self) -> None:
+        "Rewind `sample()` to the first batch."
+        self.generator.manual_seed(self.seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+# %% ../nbs/03_tasks.ipynb #88f3faa4
+class WindowSampler(BatchSampler):
+    "Random windows of `length` tokens of a 1-D token stream: (batch_size, length) batches."
+
+    def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
+        super().__init__(batch_size, seed)
+        self.tokens, self.length = torch.as_tensor(tokens, dtype=torch.long), length
+
+    def draw(self, generator: torch.Generator) -> Tensor:
+        return random_windows(self.tokens, self.batch_size, self.length, generator)
 
 # %% ../nbs/03_tasks.ipynb #cbe8e711
 @dataclass(frozen=True)

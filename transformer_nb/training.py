@@ -31,14 +31,14 @@ from transformer_nb.checkpoint import (  # colab_checkpoint_dir: imported from h
     colab_checkpoint_dir, model_config, read_checkpoint, restore_rng,
 )
 from .components import PositionalEmbedding, TokenEmbedding, check_token_ids
-from .tasks import random_windows
+from .tasks import BatchSampler, WindowSampler, random_windows
 from .tokenization import Tokenizer, pad
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref', 'd_training_ref', 'mask_tokens_ref',
            'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref', 'pick_device', 'autocast_dtype',
-           'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw', 'BatchSampler', 'LMBatches',
-           'MLMBatches', 'PairBatches', 'ClassBatches', 'wide_logits', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
+           'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw', 'LMBatches', 'MLMBatches',
+           'PairBatches', 'ClassBatches', 'wide_logits', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
            'classification_loss', 'to_device', 'Trainer', 'load_model', 'plot_history']
 
 # %% ../nbs/07a_training.ipynb #32c87621
@@ -267,38 +267,11 @@ def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 # %% ../nbs/07a_training.ipynb #99d882ab
-class BatchSampler:
-    "A reproducible stream of batches drawn with its own torch.Generator; subclasses implement sample()."
-
-    def __init__(self, batch_size: int, seed: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.batch_size, self.seed = batch_size, seed
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def reset(self) -> None:
-        "Rewind to the first batch."
-        self.generator.manual_seed(self.seed)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-
-    def sample(self):
-        raise NotImplementedError
-
-
-class LMBatches(BatchSampler):
-    "Random windows of length+1 tokens from a 1-D token stream: (B, length+1) for next-token prediction."
+class LMBatches(WindowSampler):
+    "Random windows of length+1 tokens of a 1-D token stream: (B, length+1) for next-token prediction."
 
     def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
-        super().__init__(batch_size, seed)
-        self.tokens, self.length = torch.as_tensor(tokens, dtype=torch.long), length
-
-    def sample(self) -> Tensor:
-        return random_windows(self.tokens, self.batch_size, self.length + 1, self.generator)
+        super().__init__(tokens, batch_size, length + 1, seed)
 
 
 class MLMBatches(BatchSampler):
@@ -312,13 +285,13 @@ class MLMBatches(BatchSampler):
         self.tokens, self.length = torch.as_tensor(tokens, dtype=torch.long), length
         self.p_mask, self.mask_token = p_mask, mask_token
 
-    def sample(self) -> tuple[Tensor, Tensor]:
-        x = random_windows(self.tokens, self.batch_size, self.length, self.generator)
-        masked = torch.rand(x.shape, generator=self.generator) < self.p_mask
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = random_windows(self.tokens, self.batch_size, self.length, generator)
+        masked = torch.rand(x.shape, generator=generator) < self.p_mask
         masked[0, 0] |= not masked.any()  # at least one target, so the mean loss is defined
         return x.masked_fill(masked, self.mask_token), x.masked_fill(~masked, -100)
 
-
+# %% ../nbs/07a_training.ipynb #165d6edb
 class PairBatches(BatchSampler):
     "Random (z, x) pairs of token-id lists, right-padded: (z, z_padding, x, x_padding)."
 
@@ -328,13 +301,13 @@ class PairBatches(BatchSampler):
             raise ValueError("PairBatches needs at least one (z, x) pair")
         self.pairs, self.pad_id = pairs, pad_id
 
-    def sample(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        rows = torch.randint(len(self.pairs), (self.batch_size,), generator=self.generator).tolist()
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        rows = torch.randint(len(self.pairs), (self.batch_size,), generator=generator).tolist()
         z, z_pad = pad([self.pairs[i][0] for i in rows], self.pad_id)
         x, x_pad = pad([self.pairs[i][1] for i in rows], self.pad_id)
         return z, z_pad, x, x_pad
 
-
+# %% ../nbs/07a_training.ipynb #3e0eb012
 class ClassBatches(BatchSampler):
     "Random (sequence, class) examples, right-padded: (x, padding_mask, classes)."
 
@@ -344,8 +317,8 @@ class ClassBatches(BatchSampler):
             raise ValueError("ClassBatches needs at least one example")
         self.examples, self.pad_id = examples, pad_id
 
-    def sample(self) -> tuple[Tensor, Tensor, Tensor]:
-        rows = torch.randint(len(self.examples), (self.batch_size,), generator=self.generator).tolist()
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        rows = torch.randint(len(self.examples), (self.batch_size,), generator=generator).tolist()
         x, x_pad = pad([self.examples[i][0] for i in rows], self.pad_id)
         return x, x_pad, torch.tensor([self.examples[i][1] for i in rows])
 
