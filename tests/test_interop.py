@@ -7,7 +7,7 @@ from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, EDTransformer, ETransformer, ETransformerConfig,
 )
 from transformer_nb.interop import (
-    from_bert, from_gpt2, from_hf, gpt2_links, load_links, load_torch_transformer, to_bert, to_gpt2, to_hf,
+    from_bert, from_gpt2, from_hf, gpt2_links, greedy, load_links, load_torch_transformer, to_bert, to_gpt2, to_hf,
     to_torch_transformer, torch_transformer_config,
 )
 from transformer_nb.tokenization import random_padded
@@ -17,12 +17,6 @@ ATOL = 1e-5
 
 
 padded = random_padded
-
-
-def greedy(next_logits, x, n_new):
-    for _ in range(n_new):
-        x = torch.cat([x, next_logits(x)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return x
 
 
 def hf_gpt2(tied=True, activation="gelu_new", seed=0):

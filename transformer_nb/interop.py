@@ -16,7 +16,7 @@ from transformer_nb.architectures import (
 )
 
 # %% auto #0
-__all__ = ['Link', 'load_links', 'export_links', 'links_table', 'gpt2_config', 'gpt2_links', 'from_gpt2', 'to_gpt2',
+__all__ = ['Link', 'load_links', 'export_links', 'links_table', 'gpt2_config', 'gpt2_links', 'from_gpt2', 'to_gpt2', 'greedy',
            'bert_config', 'bert_links', 'from_bert', 'to_bert', 'torch_transformer_links', 'torch_transformer_config',
            'load_torch_transformer', 'to_torch_transformer', 'from_hf', 'to_hf']
 
@@ -141,6 +141,13 @@ def to_gpt2(model: DTransformer):
         with torch.no_grad():
             hf.lm_head.weight.copy_(model.unembed.W_u.weight)
     return hf
+
+# %% ../nbs/06b_interop.ipynb #ad4119c5
+def greedy(next_logits, x: Tensor, n_new: int) -> Tensor:
+    "Append the argmax token n_new times, re-running `next_logits` on all of x (no cache)."
+    for _ in range(n_new):
+        x = torch.cat([x, next_logits(x)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return x
 
 # %% ../nbs/06b_interop.ipynb #dc71e3b5
 def bert_config(hf_config) -> ETransformerConfig:
