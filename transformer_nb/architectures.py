@@ -14,9 +14,10 @@ from torch import Tensor, nn
 
 from .registry import algorithm
 from transformer_nb.components import (
-    LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding, TokenEmbedding,
-    Unembedding, bidirectional_mask, causal_mask, check_length, check_shape, cross_mask,
-    layer_norm_ref, linear_params, mh_attention_ref, positional_embedding_ref, token_embedding_ref,
+    LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding,
+    TokenEmbedding, Unembedding, bidirectional_mask, causal_mask, check_length,
+    check_shape, cross_mask, layer_norm_ref, linear_params, mh_attention_ref,
+    positional_embedding_ref, token_embedding_ref,
 )
 
 # %% auto #0
@@ -480,7 +481,8 @@ class EDTransformer(nn.Module):
 
 # %% ../nbs/06_architectures.ipynb #c481dfc2
 def _gamma_beta(norm: LayerNorm) -> tuple[Tensor, Tensor]:
-    return norm.gamma, (norm.beta if norm.beta is not None else torch.zeros_like(norm.gamma))
+    beta = norm.beta if norm.beta is not None else torch.zeros_like(norm.gamma)
+    return norm.gamma, beta
 
 
 def _layer_params(layer: Layer) -> LayerParams:
@@ -496,8 +498,8 @@ def _layer_params(layer: Layer) -> LayerParams:
 
 def paper_params(model: DTransformer | ETransformer | EDTransformer) -> TransformerParams:
     "The model's weights as the paper's theta, for the reference forms."
-    emb = model.embed
-    theta = TransformerParams(W_e=emb.tok.W_e, W_p=emb.pos.W_p, layers=[], W_u=model.unembed.W_u.weight)
+    emb, W_u = model.embed, model.unembed.W_u.weight
+    theta = TransformerParams(W_e=emb.tok.W_e, W_p=emb.pos.W_p, layers=[], W_u=W_u)
     if isinstance(model, EDTransformer):
         theta.enc_layers = [_layer_params(l) for l in model.encoder]
         theta.layers = [_layer_params(l) for l in model.decoder]
@@ -512,7 +514,8 @@ def paper_params(model: DTransformer | ETransformer | EDTransformer) -> Transfor
 
 # %% ../nbs/06_architectures.ipynb #943ab0b2
 class SequenceClassifier(nn.Module):
-    "An ETransformer encoder with a class head W_c on the mean of its final states (padding excluded)."
+    """An ETransformer encoder with a class head W_c on the mean of its final states
+    (padding excluded)."""
 
     def __init__(self, encoder: ETransformer, n_classes: int):
         super().__init__()
@@ -530,7 +533,10 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         h = self.encoder.hidden_states(x, padding_mask)  # (B, T, d_e)
-        keep = torch.ones_like(x, dtype=h.dtype) if padding_mask is None else (~padding_mask).to(h.dtype)
+        if padding_mask is None:
+            keep = torch.ones_like(x, dtype=h.dtype)
+        else:
+            keep = (~padding_mask).to(h.dtype)
         pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
         return self.W_c(pooled)  # class logits (B, n_classes)
 

@@ -21,7 +21,8 @@ __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'capture_rng', 'restore_rn
 
 # %% ../nbs/07c_checkpoints.ipynb #17f62845
 def _plain(obj):
-    "Tuples and NumPy arrays as (nested) lists, so that torch.load(weights_only=True) accepts them."
+    """Tuples and NumPy arrays as (nested) lists, so that torch.load(weights_only=True)
+    accepts them."""
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, (tuple, list)):
@@ -30,7 +31,8 @@ def _plain(obj):
 
 
 def capture_rng() -> dict:
-    "The state of every random number generator that training uses: tensors and plain Python values."
+    """The state of every random number generator that training uses: tensors and plain
+    Python values."""
     state = {"torch": torch.get_rng_state(), "python": _plain(random.getstate()),
              "numpy": _plain(np.random.get_state())}
     if torch.cuda.is_available():
@@ -50,7 +52,8 @@ def restore_rng(state: dict) -> None:
 
 # %% ../nbs/07c_checkpoints.ipynb #be6eacf5
 def atomic_save(obj, path: str | Path) -> None:
-    "torch.save to a temporary file next to `path`, then os.replace it: `path` is never half-written."
+    """torch.save to a temporary file next to `path`, then os.replace it: `path` is
+    never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -66,7 +69,8 @@ def atomic_save(obj, path: str | Path) -> None:
 
 # %% ../nbs/07c_checkpoints.ipynb #e6acc45d
 def colab_checkpoint_dir(name: str = "transformer_nb") -> Path:
-    "MyDrive/<name> when Google Drive is mounted on Colab (it outlives the session), else ./checkpoints."
+    """MyDrive/<name> when Google Drive is mounted on Colab (it outlives the session),
+    else ./checkpoints."""
     drive = Path("/content/drive/MyDrive")
     folder = drive / name if drive.is_dir() else Path("checkpoints")
     folder.mkdir(parents=True, exist_ok=True)
@@ -83,24 +87,27 @@ def model_config(model: nn.Module) -> dict:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    "Load a checkpoint safely (weights_only=True) onto the CPU and check that it is one of ours."
+    """Load a checkpoint safely (weights_only=True) onto the CPU and check that it is
+    one of ours."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a checkpoint written by transformer_nb")
     if ckpt.get("version", 1) > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} has checkpoint format version {ckpt['version']}; this "
-                         f"transformer_nb reads versions up to {CHECKPOINT_VERSION}")
+        raise ValueError(f"{path} has checkpoint format version {ckpt['version']}; "
+                         f"this package reads versions up to {CHECKPOINT_VERSION}")
     return ckpt
 
 # %% ../nbs/07c_checkpoints.ipynb #d545ab54
 def check_compatible(ckpt: dict, model: nn.Module) -> None:
-    "Raise a ValueError naming every config field in which `model` differs from the checkpoint's model."
+    """Raise a ValueError naming every config field in which `model` differs from the
+    checkpoint's model."""
     kind = type(model).__name__
     if ckpt["model_kind"] != kind:
         raise ValueError(f"the checkpoint holds a {ckpt['model_kind']}, not a {kind}")
     saved, current = ckpt["model_config"], model_config(model)
+    keys = sorted(saved.keys() | current.keys())
     diffs = [f"{k} (checkpoint {saved.get(k)!r}, model {current.get(k)!r})"
-             for k in sorted(saved.keys() | current.keys()) if saved.get(k) != current.get(k)]
+             for k in keys if saved.get(k) != current.get(k)]
     if diffs:
-        raise ValueError("the checkpoint was saved from a model with a different config: "
-                         + "; ".join(diffs))
+        raise ValueError("the checkpoint was saved from a model with a different "
+                         "config: " + "; ".join(diffs))

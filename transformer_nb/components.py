@@ -53,10 +53,12 @@ def check_shape(t: Tensor, shape: tuple, name: str) -> None:
 
 # %% ../nbs/05_components.ipynb #41fa7810
 def linear_params(lin: nn.Linear) -> tuple[Tensor, Tensor]:
-    "The paper's (W, b) of an nn.Linear: its weight and bias, b = 0 where it has no bias."
+    """The paper's (W, b) of an nn.Linear: its weight and bias, b = 0 where it has no
+    bias."""
     if lin.bias is not None:
         return lin.weight, lin.bias
-    return lin.weight, torch.zeros(lin.out_features, dtype=lin.weight.dtype, device=lin.weight.device)
+    W = lin.weight
+    return W, torch.zeros(lin.out_features, dtype=W.dtype, device=W.device)
 
 # %% ../nbs/05_components.ipynb #eb1b1715
 @algorithm(1, "Token embedding", batched="components.TokenEmbedding")

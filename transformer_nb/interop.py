@@ -41,14 +41,15 @@ def load_links(model: nn.Module, state: dict[str, Tensor], links: list[Link]) ->
             t = t[link.rows[0]:link.rows[1]] if link.rows else t
             t = t.T if link.transpose else t
             if t.shape != ours[link.ours].shape:
-                raise ValueError(
-                    f"{link.ours} has shape {tuple(ours[link.ours].shape)}, but {link.theirs} "
-                    f"gives {tuple(t.shape)}: the configs do not match")
+                shape = tuple(ours[link.ours].shape)
+                raise ValueError(f"{link.ours} has shape {shape}, but {link.theirs} "
+                                 f"gives {tuple(t.shape)}: the configs do not match")
             ours[link.ours].copy_(t)
 
 
 def export_links(model: nn.Module, target: nn.Module, links: list[Link]) -> None:
-    "The reverse of `load_links`: write `model`'s parameters into the other implementation `target`."
+    """The reverse of `load_links`: write `model`'s parameters into the other
+    implementation `target`."""
     ours, theirs = dict(model.named_parameters()), target.state_dict()
     with torch.no_grad():
         for link in links:
@@ -56,8 +57,9 @@ def export_links(model: nn.Module, target: nn.Module, links: list[Link]) -> None
             sizes = [theirs[n].shape[0] for n in link.theirs]
             pieces = t.split(sizes) if len(link.theirs) > 1 else [t]
             for name, piece in zip(link.theirs, pieces):
-                dest = theirs[name][link.rows[0]:link.rows[1]] if link.rows else theirs[name]
-                dest.copy_(piece)  # state_dict tensors share storage with the target's parameters
+                dest = theirs[name]  # shares storage with the target's parameter
+                dest = dest[link.rows[0]:link.rows[1]] if link.rows else dest
+                dest.copy_(piece)
 
 # %% ../nbs/06b_interop.ipynb #26e8f26d
 def links_table(links: list[Link], limit: int | None = None) -> str:
@@ -75,20 +77,21 @@ def links_table(links: list[Link], limit: int | None = None) -> str:
     return "\n".join(rows)
 
 # %% ../nbs/06b_interop.ipynb #9c9499ad
-_GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu",
-                     "relu": "relu"}
+_GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+                     "gelu": "gelu", "relu": "relu"}
 
 
 def gpt2_config(hf_config) -> DTransformerConfig:
-    "The DTransformerConfig of a Hugging Face GPT2Config (dropout off: we compare outputs, not train)."
-    if hf_config.activation_function not in _GPT2_ACTIVATIONS:
-        raise ValueError(f"unsupported GPT-2 activation {hf_config.activation_function!r}")
+    """The DTransformerConfig of a Hugging Face GPT2Config (dropout off: we compare
+    outputs, not train)."""
+    c = hf_config
+    if c.activation_function not in _GPT2_ACTIVATIONS:
+        raise ValueError(f"unsupported GPT-2 activation {c.activation_function!r}")
     return DTransformerConfig(
-        N_V=hf_config.vocab_size, l_max=hf_config.n_positions, d_e=hf_config.n_embd,
-        H=hf_config.n_head, L=hf_config.n_layer, d_mlp=hf_config.n_inner or 4 * hf_config.n_embd,
-        activation=_GPT2_ACTIVATIONS[hf_config.activation_function],
-        eps=hf_config.layer_norm_epsilon, tie_embeddings=hf_config.tie_word_embeddings,
-        norm="pre", final_norm=True)
+        N_V=c.vocab_size, l_max=c.n_positions, d_e=c.n_embd, H=c.n_head, L=c.n_layer,
+        d_mlp=c.n_inner or 4 * c.n_embd,
+        activation=_GPT2_ACTIVATIONS[c.activation_function], eps=c.layer_norm_epsilon,
+        tie_embeddings=c.tie_word_embeddings, norm="pre", final_norm=True)
 
 # %% ../nbs/06b_interop.ipynb #06c2f0ce
 def gpt2_links(cfg: DTransformerConfig) -> list[Link]:
@@ -96,16 +99,18 @@ def gpt2_links(cfg: DTransformerConfig) -> list[Link]:
     links = [Link("embed.tok.weight", ("transformer.wte.weight",)),
              Link("embed.pos.weight", ("transformer.wpe.weight",))]
     linears = (("attn.sublayer.qkv", "attn.c_attn"), ("attn.sublayer.o", "attn.c_proj"),
-               ("mlp.sublayer.W_mlp1", "mlp.c_fc"), ("mlp.sublayer.W_mlp2", "mlp.c_proj"))
+               ("mlp.sublayer.W_mlp1", "mlp.c_fc"),
+               ("mlp.sublayer.W_mlp2", "mlp.c_proj"))
     for i in range(cfg.L):
         ours, theirs = f"layers.{i}", f"transformer.h.{i}"
         for our_norm, their_norm in (("attn.norm", "ln_1"), ("mlp.norm", "ln_2")):
-            links += [Link(f"{ours}.{our_norm}.gamma", (f"{theirs}.{their_norm}.weight",)),
-                      Link(f"{ours}.{our_norm}.beta", (f"{theirs}.{their_norm}.bias",))]
+            our, their = f"{ours}.{our_norm}", f"{theirs}.{their_norm}"
+            links += [Link(f"{our}.gamma", (f"{their}.weight",)),
+                      Link(f"{our}.beta", (f"{their}.bias",))]
         for our_lin, their_lin in linears:
-            links += [Link(f"{ours}.{our_lin}.weight", (f"{theirs}.{their_lin}.weight",),
-                           transpose=True),
-                      Link(f"{ours}.{our_lin}.bias", (f"{theirs}.{their_lin}.bias",))]
+            our, their = f"{ours}.{our_lin}", f"{theirs}.{their_lin}"
+            links += [Link(f"{our}.weight", (f"{their}.weight",), transpose=True),
+                      Link(f"{our}.bias", (f"{their}.bias",))]
     links += [Link("final_norm.gamma", ("transformer.ln_f.weight",)),
               Link("final_norm.beta", ("transformer.ln_f.bias",))]
     if not cfg.tie_embeddings:
@@ -122,17 +127,19 @@ def from_gpt2(hf_model) -> DTransformer:
 
 
 def to_gpt2(model: DTransformer):
-    "A Hugging Face GPT2LMHeadModel with our DTransformer's weights (needs `transformers`)."
+    """A Hugging Face GPT2LMHeadModel with our DTransformer's weights (needs
+    `transformers`)."""
     from transformers import GPT2Config, GPT2LMHeadModel
     cfg = model.cfg
-    if (cfg.norm != "pre" or not cfg.final_norm or not cfg.bias or cfg.positions != "learned"
-            or cfg.embed_norm):
-        raise ValueError("GPT-2 needs norm='pre', final_norm, biases, learned positions "
-                         "and no embedding norm")
-    activation = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[cfg.activation]
+    if (cfg.norm != "pre" or not cfg.final_norm or not cfg.bias
+            or cfg.positions != "learned" or cfg.embed_norm):
+        raise ValueError("GPT-2 needs norm='pre', final_norm, biases, "
+                         "learned positions and no embedding norm")
+    activation = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
     hf_config = GPT2Config(
-        vocab_size=cfg.N_V, n_positions=cfg.l_max, n_embd=cfg.d_e, n_layer=cfg.L, n_head=cfg.H,
-        n_inner=cfg.d_mlp, activation_function=activation, layer_norm_epsilon=cfg.eps,
+        vocab_size=cfg.N_V, n_positions=cfg.l_max, n_embd=cfg.d_e, n_layer=cfg.L,
+        n_head=cfg.H, n_inner=cfg.d_mlp, activation_function=activation[cfg.activation],
+        layer_norm_epsilon=cfg.eps,
         tie_word_embeddings=cfg.tie_embeddings, resid_pdrop=0.0, embd_pdrop=0.0,
         attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
     hf = GPT2LMHeadModel(hf_config).to(next(model.parameters()).dtype).eval()
@@ -144,7 +151,8 @@ def to_gpt2(model: DTransformer):
 
 # %% ../nbs/06b_interop.ipynb #ad4119c5
 def greedy(next_logits, x: Tensor, n_new: int) -> Tensor:
-    "Append the argmax token n_new times, re-running `next_logits` on all of x (no cache)."
+    """Append the argmax token n_new times, re-running `next_logits` on all of x (no
+    cache)."""
     for _ in range(n_new):
         x = torch.cat([x, next_logits(x)[:, -1].argmax(-1, keepdim=True)], dim=1)
     return x
@@ -163,23 +171,28 @@ def bert_config(hf_config) -> ETransformerConfig:
 
 # %% ../nbs/06b_interop.ipynb #f90edb23
 def bert_links(cfg: ETransformerConfig) -> list[Link]:
-    "Our ETransformer's parameters and their names in BertForMaskedLM (positions apart)."
+    """Our ETransformer's parameters and their names in BertForMaskedLM (positions
+    apart)."""
     links = [Link("embed.tok.weight", ("bert.embeddings.word_embeddings.weight",)),
              Link("embed.norm.gamma", ("bert.embeddings.LayerNorm.weight",)),
              Link("embed.norm.beta", ("bert.embeddings.LayerNorm.bias",))]
-    norms = (("attn.norm", "attention.output.LayerNorm"), ("mlp.norm", "output.LayerNorm"))
+    norms = (("attn.norm", "attention.output.LayerNorm"),
+             ("mlp.norm", "output.LayerNorm"))
+    linears = (("attn.sublayer.o", "attention.output.dense"),
+               ("mlp.sublayer.W_mlp1", "intermediate.dense"),
+               ("mlp.sublayer.W_mlp2", "output.dense"))
     for i in range(cfg.L):
         ours, theirs = f"layers.{i}", f"bert.encoder.layer.{i}"
         for part in ("weight", "bias"):
-            qkv = tuple(f"{theirs}.attention.self.{n}.{part}" for n in ("query", "key", "value"))
-            links += [
-                Link(f"{ours}.attn.sublayer.qkv.{part}", qkv),
-                Link(f"{ours}.attn.sublayer.o.{part}", (f"{theirs}.attention.output.dense.{part}",)),
-                Link(f"{ours}.mlp.sublayer.W_mlp1.{part}", (f"{theirs}.intermediate.dense.{part}",)),
-                Link(f"{ours}.mlp.sublayer.W_mlp2.{part}", (f"{theirs}.output.dense.{part}",))]
+            qkv = tuple(f"{theirs}.attention.self.{n}.{part}"
+                        for n in ("query", "key", "value"))
+            links.append(Link(f"{ours}.attn.sublayer.qkv.{part}", qkv))
+            links += [Link(f"{ours}.{our}.{part}", (f"{theirs}.{their}.{part}",))
+                      for our, their in linears]
         for our_norm, their_norm in norms:
-            links += [Link(f"{ours}.{our_norm}.gamma", (f"{theirs}.{their_norm}.weight",)),
-                      Link(f"{ours}.{our_norm}.beta", (f"{theirs}.{their_norm}.bias",))]
+            our, their = f"{ours}.{our_norm}", f"{theirs}.{their_norm}"
+            links += [Link(f"{our}.gamma", (f"{their}.weight",)),
+                      Link(f"{our}.beta", (f"{their}.bias",))]
     head = "cls.predictions.transform"
     links += [Link("W_f.weight", (f"{head}.dense.weight",)),
               Link("W_f.bias", (f"{head}.dense.bias",)),
@@ -192,29 +205,33 @@ def bert_links(cfg: ETransformerConfig) -> list[Link]:
 
 # %% ../nbs/06b_interop.ipynb #3f2d46f2
 def from_bert(hf_model) -> ETransformer:
-    "An ETransformer with the weights of a Hugging Face BertForMaskedLM, for single-segment input."
+    """An ETransformer with the weights of a Hugging Face BertForMaskedLM, for
+    single-segment input."""
     cfg = bert_config(hf_model.config)
     model = ETransformer(cfg).to(next(hf_model.parameters()).dtype)
     state = hf_model.state_dict()
     load_links(model, state, bert_links(cfg))
-    # every token has token type 0, so its embedding is a constant added at each position
+    # every token has token type 0: its embedding is a constant added at each position
+    positions = state["bert.embeddings.position_embeddings.weight"]
+    token_type = state["bert.embeddings.token_type_embeddings.weight"][0]
     with torch.no_grad():
-        model.embed.pos.weight.copy_(state["bert.embeddings.position_embeddings.weight"]
-                                     + state["bert.embeddings.token_type_embeddings.weight"][0])
+        model.embed.pos.weight.copy_(positions + token_type)
     return model
 
 
 def to_bert(model: ETransformer):
-    "A Hugging Face BertForMaskedLM with our ETransformer's weights (token type embeddings zero)."
+    """A Hugging Face BertForMaskedLM with our ETransformer's weights (token type
+    embeddings zero)."""
     from transformers import BertConfig, BertForMaskedLM
     cfg = model.cfg
-    if (cfg.norm != "post" or not cfg.embed_norm or cfg.d_f != cfg.d_e or not cfg.unembed_bias
-            or cfg.final_norm):
+    if (cfg.norm != "post" or not cfg.embed_norm or cfg.d_f != cfg.d_e
+            or not cfg.unembed_bias or cfg.final_norm):
         raise ValueError("BERT needs norm='post', embed_norm, d_f == d_e, unembed_bias "
                          "and no final norm")
     hf_config = BertConfig(
-        vocab_size=cfg.N_V, hidden_size=cfg.d_e, num_hidden_layers=cfg.L, num_attention_heads=cfg.H,
-        intermediate_size=cfg.d_mlp, hidden_act=cfg.activation, max_position_embeddings=cfg.l_max,
+        vocab_size=cfg.N_V, hidden_size=cfg.d_e, num_hidden_layers=cfg.L,
+        num_attention_heads=cfg.H, intermediate_size=cfg.d_mlp,
+        hidden_act=cfg.activation, max_position_embeddings=cfg.l_max,
         layer_norm_eps=cfg.eps, tie_word_embeddings=cfg.tie_embeddings, hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0)
     hf = BertForMaskedLM(hf_config).to(next(model.parameters()).dtype).eval()
@@ -228,21 +245,25 @@ def to_bert(model: ETransformer):
 
 # %% ../nbs/06b_interop.ipynb #7ecde570
 def _linear_links(ours: str, theirs: str) -> list[Link]:
-    return [Link(f"{ours}.weight", (f"{theirs}.weight",)), Link(f"{ours}.bias", (f"{theirs}.bias",))]
+    return [Link(f"{ours}.weight", (f"{theirs}.weight",)),
+            Link(f"{ours}.bias", (f"{theirs}.bias",))]
 
 
 def _norm_links(ours: str, theirs: str) -> list[Link]:
-    return [Link(f"{ours}.gamma", (f"{theirs}.weight",)), Link(f"{ours}.beta", (f"{theirs}.bias",))]
+    return [Link(f"{ours}.gamma", (f"{theirs}.weight",)),
+            Link(f"{ours}.beta", (f"{theirs}.bias",))]
 
 
 def _cross_links(ours: str, theirs: str, d: int) -> list[Link]:
     "torch's one in_proj [W_q; W_k; W_v] split into our q (rows :d) and kv (rows d:3d)."
     return [Link(f"{ours}.{name}.{part}", (f"{theirs}.in_proj_{part}",), rows=rows)
-            for name, rows in (("q", (0, d)), ("kv", (d, 3 * d))) for part in ("weight", "bias")]
+            for name, rows in (("q", (0, d)), ("kv", (d, 3 * d)))
+            for part in ("weight", "bias")]
 
 # %% ../nbs/06b_interop.ipynb #f7df01f0
 def torch_transformer_links(cfg: EDTransformerConfig) -> list[Link]:
-    "Our EDTransformer's encoder and decoder parameters and their names in torch.nn.Transformer."
+    """Our EDTransformer's encoder and decoder parameters and their names in
+    torch.nn.Transformer."""
     links = []
     for stack, n_layers in (("encoder", cfg.L_enc), ("decoder", cfg.L_dec)):
         for i in range(n_layers):
@@ -262,23 +283,28 @@ def torch_transformer_links(cfg: EDTransformerConfig) -> list[Link]:
             links += _linear_links(f"{ours}.cross.sublayer.o", f"{cross}.out_proj")
             links += _norm_links(f"{ours}.cross.norm", f"{theirs}.norm2")
             links += _norm_links(f"{ours}.mlp.norm", f"{theirs}.norm3")
-    return links + _norm_links("enc_norm", "encoder.norm") + _norm_links("dec_norm", "decoder.norm")
+    links += _norm_links("enc_norm", "encoder.norm")
+    return links + _norm_links("dec_norm", "decoder.norm")
 
 # %% ../nbs/06b_interop.ipynb #d1f76238
-def torch_transformer_config(tf: nn.Transformer, N_V: int, l_max: int) -> EDTransformerConfig:
-    "The EDTransformerConfig of an nn.Transformer, given the vocabulary and context size to use."
+def torch_transformer_config(tf: nn.Transformer, N_V: int,
+                             l_max: int) -> EDTransformerConfig:
+    """The EDTransformerConfig of an nn.Transformer, given the vocabulary and context
+    size to use."""
     enc, dec = tf.encoder.layers, tf.decoder.layers
     first = enc[0]
+    attn = first.self_attn
     return EDTransformerConfig(
-        N_V=N_V, l_max=l_max, d_e=first.self_attn.embed_dim, H=first.self_attn.num_heads,
+        N_V=N_V, l_max=l_max, d_e=attn.embed_dim, H=attn.num_heads,
         d_mlp=first.linear1.out_features, L_enc=len(enc), L_dec=len(dec),
         norm="pre" if first.norm_first else "post",
-        activation="gelu" if first.activation_relu_or_gelu == 2 else "relu", eps=first.norm1.eps,
-        final_norm=True)
+        activation="gelu" if first.activation_relu_or_gelu == 2 else "relu",
+        eps=first.norm1.eps, final_norm=True)
 
 
 def load_torch_transformer(model: EDTransformer, tf: nn.Transformer) -> EDTransformer:
-    "Copy an nn.Transformer's encoder and decoder into `model` (embedding, unembedding kept)."
+    """Copy an nn.Transformer's encoder and decoder into `model` (embedding, unembedding
+    kept)."""
     load_links(model, tf.state_dict(), torch_transformer_links(model.cfg))
     return model
 
@@ -287,21 +313,24 @@ def to_torch_transformer(model: EDTransformer) -> nn.Transformer:
     "An nn.Transformer (batch_first) holding our EDTransformer's encoder and decoder."
     cfg = model.cfg
     if not cfg.final_norm or not cfg.bias or cfg.activation not in ("relu", "gelu"):
-        raise ValueError("nn.Transformer needs final_norm=True, biases and a relu or gelu activation")
+        raise ValueError("nn.Transformer needs final_norm=True, biases "
+                         "and a relu or gelu activation")
     tf = nn.Transformer(
-        d_model=cfg.d_e, nhead=cfg.H, num_encoder_layers=cfg.L_enc, num_decoder_layers=cfg.L_dec,
-        dim_feedforward=cfg.d_mlp, dropout=0.0, activation=cfg.activation, layer_norm_eps=cfg.eps,
-        batch_first=True, norm_first=cfg.norm == "pre")
+        d_model=cfg.d_e, nhead=cfg.H, num_encoder_layers=cfg.L_enc,
+        num_decoder_layers=cfg.L_dec, dim_feedforward=cfg.d_mlp, dropout=0.0,
+        activation=cfg.activation, layer_norm_eps=cfg.eps, batch_first=True,
+        norm_first=cfg.norm == "pre")
     tf = tf.to(next(model.parameters()).dtype).eval()
     export_links(model, tf, torch_transformer_links(cfg))
     return tf
 
 # %% ../nbs/06b_interop.ipynb #269ab368
 def from_hf(hf_model, **config) -> DTransformer | ETransformer | EDTransformer:
-    "Our model holding `hf_model`'s weights: GPT-2 (LM head), BERT (masked LM) or nn.Transformer."
+    """Our model holding `hf_model`'s weights: GPT-2 (LM head), BERT (masked LM) or
+    nn.Transformer."""
     if isinstance(hf_model, nn.Transformer):
-        return load_torch_transformer(EDTransformer(torch_transformer_config(hf_model, **config)),
-                                      hf_model)
+        model = EDTransformer(torch_transformer_config(hf_model, **config))
+        return load_torch_transformer(model, hf_model)
     kind = getattr(getattr(hf_model, "config", None), "model_type", None)
     loaders = {"gpt2": from_gpt2, "bert": from_bert}
     if kind not in loaders:
@@ -312,7 +341,8 @@ def from_hf(hf_model, **config) -> DTransformer | ETransformer | EDTransformer:
 
 def to_hf(model: DTransformer | ETransformer | EDTransformer) -> nn.Module:
     "`model`'s counterpart: GPT2LMHeadModel, BertForMaskedLM or nn.Transformer."
-    exporters = {DTransformer: to_gpt2, ETransformer: to_bert, EDTransformer: to_torch_transformer}
+    exporters = {DTransformer: to_gpt2, ETransformer: to_bert,
+                 EDTransformer: to_torch_transformer}
     if type(model) not in exporters:
         raise ValueError(f"cannot convert a {type(model).__name__}: to_hf knows "
                          "DTransformer, ETransformer and EDTransformer")

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 
 from . import architectures, components, inference, tokenization, training
 from .registry import AlgorithmEntry, algorithms as tagged_in
-from .registry import notebook_of  # noqa: F401 (Appendix C imports it from here)
+from .registry import notebook_of  # noqa: F401 (for Appendix C)
 
 # %% auto #0
 __all__ = ['PACKAGE_MODULES', 'ALGORITHM_MODULES', 'NOTATION', 'DEVIATIONS', 'algorithms', 'resolve', 'Symbol', 'Deviation',
            'notation_table']
 
 # %% ../nbs/B_notation.ipynb #c25f3853
-PACKAGE_MODULES = {m.__name__.rpartition(".")[2]: m
-                   for m in (tokenization, components, architectures, training, inference)}
+_NAMED = (tokenization, components, architectures, training, inference)
+PACKAGE_MODULES = {m.__name__.rpartition(".")[2]: m for m in _NAMED}
 ALGORITHM_MODULES = (components, architectures, training, inference)
 
 
@@ -30,10 +30,12 @@ def algorithms() -> list[AlgorithmEntry]:
 
 # %% ../nbs/B_notation.ipynb #02009cfc
 def resolve(path: str):
-    "The package object at a dotted path such as 'components.LayerNorm.gamma'; raises if absent."
+    """The package object at a dotted path such as 'components.LayerNorm.gamma'; raises
+    if absent."""
     module, *attrs = path.split(".")
     if module not in PACKAGE_MODULES:
-        raise AttributeError(f"transformer_nb.{path}: no module {module!r} in {list(PACKAGE_MODULES)}")
+        raise AttributeError(f"transformer_nb.{path}: no module {module!r} "
+                             f"in {list(PACKAGE_MODULES)}")
     obj = PACKAGE_MODULES[module]
     for i, attr in enumerate(attrs):
         fields = getattr(obj, "__dataclass_fields__", {})
@@ -42,9 +44,10 @@ def resolve(path: str):
         elif hasattr(obj, attr):
             obj = getattr(obj, attr)
         elif isinstance(obj, type) and i == len(attrs) - 1 and _assigned_in(obj, attr):
-            return f"{obj.__name__}.{attr}"  # an attribute the class creates in __init__
+            return f"{obj.__name__}.{attr}"  # an attribute that __init__ creates
         else:
-            raise AttributeError(f"transformer_nb.{path}: {obj!r} has no attribute {attr!r}")
+            raise AttributeError(f"transformer_nb.{path}: {obj!r} has no "
+                                 f"attribute {attr!r}")
     return obj
 
 
@@ -59,7 +62,8 @@ def _assigned_in(cls: type, attr: str) -> bool:
             for t in targets:
                 for el in t.elts if isinstance(t, ast.Tuple) else [t]:
                     if (isinstance(el, ast.Attribute) and el.attr == attr
-                            and isinstance(el.value, ast.Name) and el.value.id == "self"):
+                            and isinstance(el.value, ast.Name)
+                            and el.value.id == "self"):
                         return True
     return False
 

@@ -21,7 +21,8 @@ CHAPTER_OF_ALGORITHM = {**{n: 5 for n in range(1, 8)}, **{n: 6 for n in range(8,
 
 @dataclass(frozen=True)
 class AlgorithmEntry:
-    "One of the paper's algorithms: its number and name, our reference form and batched counterpart."
+    """One of the paper's algorithms: its number and name, our reference form and
+    batched counterpart."""
     number: int
     name: str
     reference: Callable
@@ -30,17 +31,20 @@ class AlgorithmEntry:
 
 # %% ../nbs/01_introduction.ipynb #238b4c2f
 def algorithm(number: int, name: str, batched: str) -> Callable[[Callable], Callable]:
-    "Decorator: tag a reference form as the paper's Algorithm `number` (its `paper_algorithm`)."
+    """Decorator: tag a reference form as the paper's Algorithm `number` (its
+    `paper_algorithm`)."""
     if number not in CHAPTER_OF_ALGORITHM:
         raise ValueError(f"the paper has Algorithms 1-15, not {number}")
     def tag(fn: Callable) -> Callable:
-        fn.paper_algorithm = AlgorithmEntry(number, name, fn, batched, CHAPTER_OF_ALGORITHM[number])
+        chapter = CHAPTER_OF_ALGORITHM[number]
+        fn.paper_algorithm = AlgorithmEntry(number, name, fn, batched, chapter)
         return fn
     return tag
 
 # %% ../nbs/01_introduction.ipynb #a2bf56d0
 def algorithms(*modules: ModuleType) -> list[AlgorithmEntry]:
-    "The reference forms tagged with @algorithm that `modules` define, in the paper's order."
+    """The reference forms tagged with @algorithm that `modules` define, in the paper's
+    order."""
     found: dict[int, AlgorithmEntry] = {}
     for module in modules:
         for obj in vars(module).values():
@@ -48,14 +52,16 @@ def algorithms(*modules: ModuleType) -> list[AlgorithmEntry]:
             if entry is None or getattr(obj, "__module__", None) != module.__name__:
                 continue
             if entry.number in found:
+                first = found[entry.number].reference.__name__
                 raise ValueError(f"Algorithm {entry.number} is tagged twice: "
-                                 f"{found[entry.number].reference.__name__} and {obj.__name__}")
+                                 f"{first} and {obj.__name__}")
             found[entry.number] = entry
     return [found[n] for n in sorted(found)]
 
 # %% ../nbs/01_introduction.ipynb #302529f2
 def notebook_of(obj) -> str:
-    "The notebook (file stem) an exported function or class comes from, read from nbdev's markers."
+    """The notebook (file stem) an exported function or class comes from, read from
+    nbdev's markers."""
     lines, first = inspect.getsourcelines(obj)
     module_lines = inspect.getsource(inspect.getmodule(obj)).splitlines()
     for line in reversed(module_lines[:first]):

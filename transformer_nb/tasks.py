@@ -190,20 +190,26 @@ def train_val_split(items: Sequence, val_fraction: float = 0.1) -> tuple[list, l
     return list(items[:-n_val]), list(items[-n_val:])
 
 # %% ../nbs/03_tasks.ipynb #03bc266f
-def random_windows(tokens: Tensor, batch_size: int, length: int, generator: torch.Generator) -> Tensor:
-    "A (batch_size, length) batch of windows taken at uniformly random offsets of the 1-D `tokens`."
+def random_windows(tokens: Tensor, batch_size: int, length: int,
+                   generator: torch.Generator) -> Tensor:
+    """A (batch_size, length) batch of windows taken at uniformly random offsets of the
+    1-D `tokens`."""
     if tokens.dim() != 1:
-        raise ValueError(f"tokens must be a 1-D tensor of token ids, got shape {tuple(tokens.shape)}")
+        raise ValueError("tokens must be a 1-D tensor of token ids, "
+                         f"got shape {tuple(tokens.shape)}")
     if not 1 <= length <= len(tokens):
-        raise ValueError(f"window length must be between 1 and len(tokens) = {len(tokens)}, got {length}")
+        raise ValueError("window length must be between 1 and "
+                         f"len(tokens) = {len(tokens)}, got {length}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    starts = torch.randint(0, len(tokens) - length + 1, (batch_size,), generator=generator)
+    n_starts = len(tokens) - length + 1
+    starts = torch.randint(0, n_starts, (batch_size,), generator=generator)
     return torch.stack([tokens[s:s + length] for s in starts.tolist()])
 
 # %% ../nbs/03_tasks.ipynb #d218c870
 class BatchSampler:
-    "A reproducible stream of batches from its own torch.Generator; each kind supplies draw()."
+    """A reproducible stream of batches from its own torch.Generator; each kind supplies
+    draw()."""
 
     def __init__(self, batch_size: int, seed: int = 0):
         if batch_size < 1:
@@ -237,7 +243,8 @@ class BatchSampler:
 
 # %% ../nbs/03_tasks.ipynb #88f3faa4
 class WindowSampler(BatchSampler):
-    "Random windows of `length` tokens of a 1-D token stream: (batch_size, length) batches."
+    """Random windows of `length` tokens of a 1-D token stream: (batch_size, length)
+    batches."""
 
     def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
         super().__init__(batch_size, seed)

@@ -59,7 +59,7 @@ class Tokenizer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        Tokenizer._kinds[cls.kind] = cls  # so that Tokenizer.from_json can rebuild any kind
+        Tokenizer._kinds[cls.kind] = cls  # for Tokenizer.from_json
 
     def __init__(self, n_ordinary: int):
         if n_ordinary < 1:
@@ -116,15 +116,16 @@ class Tokenizer:
 
     @classmethod
     def from_json(cls, text: str, source: str = "the text") -> Tokenizer:
-        "The tokeniser in `text` (from `to_json`); `Tokenizer.from_json` returns whichever kind it is."
+        "The tokeniser in `text` (from `to_json`), of whichever kind it is on Tokenizer."
         state = json.loads(text)
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise ValueError(f"{source} is not a tokenizer file written by transformer_nb")
+            raise ValueError(f"{source} is not a tokenizer file by transformer_nb")
         kind = state.get("kind")
         if kind not in Tokenizer._kinds:
             raise ValueError(f"{source} holds an unknown tokenizer kind {kind!r}")
         if cls is not Tokenizer and kind != cls.kind:
-            raise ValueError(f"{source} holds a {kind!r} tokenizer, not a {cls.kind!r} one")
+            raise ValueError(f"{source} holds a {kind!r} tokenizer, "
+                             f"not a {cls.kind!r} one")
         return Tokenizer._kinds[kind]._from_state(state)
 
     def save(self, path: str | Path) -> None:
@@ -169,7 +170,8 @@ def pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = None,
 
 # %% ../nbs/04_tokenization.ipynb #078f83b4
 def random_padded(lengths: Sequence[int], N_V: int, seed: int) -> tuple[Tensor, Tensor]:
-    "Random token sequences of the given lengths, right-padded with id 0, and the mask (True = padding)."
+    """Random token sequences of the given lengths, right-padded with id 0, and the mask
+    (True = padding)."""
     g = torch.Generator().manual_seed(seed)
     T = max(lengths)
     ids = torch.randint(0, N_V, (len(lengths), T), generator=g)

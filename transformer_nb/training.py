@@ -23,10 +23,10 @@ from tqdm import tqdm
 from .registry import algorithm
 from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, ETransformer,
-    ETransformerConfig, SequenceClassifier, TransformerParams, d_transformer_ref, e_transformer_ref,
-    ed_transformer_ref, gelu_ref, relu_ref,
+    ETransformerConfig, SequenceClassifier, TransformerParams, d_transformer_ref,
+    e_transformer_ref, ed_transformer_ref, gelu_ref, relu_ref,
 )
-from transformer_nb.checkpoint import (  # colab_checkpoint_dir: imported from here by Chapter 7b
+from transformer_nb.checkpoint import (  # colab_checkpoint_dir: for Chapter 7b
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
     colab_checkpoint_dir, model_config, read_checkpoint, restore_rng,
 )
@@ -261,24 +261,27 @@ class TrainConfig:
 
 # %% ../nbs/07a_training.ipynb #4a449a0b
 def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    "The trainer's default optimizer: AdamW over param_groups, with the config's rate and betas."
+    """The trainer's default optimizer: AdamW over param_groups, with the config's rate
+    and betas."""
     groups = param_groups(model, cfg.weight_decay, cfg.decay_embeddings)
     fused = next(model.parameters()).device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+    betas = (cfg.beta1, cfg.beta2)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=fused)
 
 # %% ../nbs/07a_training.ipynb #99d882ab
 class LMBatches(WindowSampler):
-    "Random windows of length+1 tokens of a 1-D token stream: (B, length+1) for next-token prediction."
+    "Random windows of length+1 tokens of a 1-D token stream, for next-token prediction."
 
     def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
         super().__init__(tokens, batch_size, length + 1, seed)
 
 
 class MLMBatches(BatchSampler):
-    "Random windows, each token masked with probability p_mask: (x_tilde, targets), -100 where unmasked."
+    """Random windows, each token masked with probability p_mask: (x_tilde, targets),
+    -100 where unmasked."""
 
-    def __init__(self, tokens: Tensor, batch_size: int, length: int, p_mask: float, mask_token: int,
-                 seed: int = 0):
+    def __init__(self, tokens: Tensor, batch_size: int, length: int, p_mask: float,
+                 mask_token: int, seed: int = 0):
         super().__init__(batch_size, seed)
         if not 0 < p_mask < 1:
             raise ValueError(f"p_mask must be in (0, 1), got {p_mask}")
@@ -288,21 +291,23 @@ class MLMBatches(BatchSampler):
     def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         x = random_windows(self.tokens, self.batch_size, self.length, generator)
         masked = torch.rand(x.shape, generator=generator) < self.p_mask
-        masked[0, 0] |= not masked.any()  # at least one target, so the mean loss is defined
+        masked[0, 0] |= not masked.any()  # a target at least: the mean loss exists
         return x.masked_fill(masked, self.mask_token), x.masked_fill(~masked, -100)
 
 # %% ../nbs/07a_training.ipynb #165d6edb
 class PairBatches(BatchSampler):
     "Random (z, x) pairs of token-id lists, right-padded: (z, z_padding, x, x_padding)."
 
-    def __init__(self, pairs: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int, seed: int = 0):
+    def __init__(self, pairs: list[tuple[list[int], list[int]]], batch_size: int,
+                 pad_id: int, seed: int = 0):
         super().__init__(batch_size, seed)
         if not pairs:
             raise ValueError("PairBatches needs at least one (z, x) pair")
         self.pairs, self.pad_id = pairs, pad_id
 
     def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        rows = torch.randint(len(self.pairs), (self.batch_size,), generator=generator).tolist()
+        rows = torch.randint(len(self.pairs), (self.batch_size,), generator=generator)
+        rows = rows.tolist()
         z, z_pad = pad([self.pairs[i][0] for i in rows], self.pad_id)
         x, x_pad = pad([self.pairs[i][1] for i in rows], self.pad_id)
         return z, z_pad, x, x_pad
@@ -311,45 +316,54 @@ class PairBatches(BatchSampler):
 class ClassBatches(BatchSampler):
     "Random (sequence, class) examples, right-padded: (x, padding_mask, classes)."
 
-    def __init__(self, examples: list[tuple[list[int], int]], batch_size: int, pad_id: int, seed: int = 0):
+    def __init__(self, examples: list[tuple[list[int], int]], batch_size: int,
+                 pad_id: int, seed: int = 0):
         super().__init__(batch_size, seed)
         if not examples:
             raise ValueError("ClassBatches needs at least one example")
         self.examples, self.pad_id = examples, pad_id
 
     def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        rows = torch.randint(len(self.examples), (self.batch_size,), generator=generator).tolist()
+        n = len(self.examples)
+        rows = torch.randint(n, (self.batch_size,), generator=generator)
+        rows = rows.tolist()
         x, x_pad = pad([self.examples[i][0] for i in rows], self.pad_id)
         return x, x_pad, torch.tensor([self.examples[i][1] for i in rows])
 
 # %% ../nbs/07a_training.ipynb #3fe3be7e
 def wide_logits(logits: Tensor) -> Tensor:
-    "Half-precision logits as float32 (float32 and float64 logits unchanged), for the log loss."
+    """Half-precision logits as float32 (float32 and float64 logits unchanged), for the
+    log loss."""
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 def next_token_loss(model: nn.Module, batch: Tensor) -> Tensor:
-    "Mean of -log P[x[t+1], t] over a (B, l+1) batch of windows (Algorithm 13's summand, averaged)."
+    """Mean of -log P[x[t+1], t] over a (B, l+1) batch of windows (Algorithm 13's
+    summand, averaged)."""
     logits = model(batch[:, :-1])
     return F.cross_entropy(wide_logits(logits).flatten(0, 1), batch[:, 1:].flatten())
 
 
 def mlm_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-    "Mean of -log P[x[t], t] over the masked positions t (Algorithm 12's summand, averaged)."
+    """Mean of -log P[x[t], t] over the masked positions t (Algorithm 12's summand,
+    averaged)."""
     x_tilde, targets = batch
     logits = model(x_tilde)
-    return F.cross_entropy(wide_logits(logits).flatten(0, 1), targets.flatten(), ignore_index=-100)
+    logits = wide_logits(logits).flatten(0, 1)
+    return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
 
 
-def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
-    "Mean of -log P[x[t+1], t] given z over the real (unpadded) target tokens (Algorithm 11's summand)."
+def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+    """Mean of -log P[x[t+1], t] given z over the real (unpadded) target tokens
+    (Algorithm 11's summand)."""
     z, z_pad, x, x_pad = batch
     logits = model(z, x[:, :-1], z_pad, x_pad[:, :-1])
     targets = x[:, 1:].masked_fill(x_pad[:, 1:], -100)
-    return F.cross_entropy(wide_logits(logits).flatten(0, 1), targets.flatten(), ignore_index=-100)
+    logits = wide_logits(logits).flatten(0, 1)
+    return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
 
 
-def classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+def classification_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     "Mean of -log P(c | x) over a batch of sequences and classes."
     x, x_pad, c = batch
     return F.cross_entropy(wide_logits(model(x, x_pad)), c)
@@ -381,7 +395,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.device, cfg.precision)
         self.loss_fn, self.tokenizer = loss_fn, tokenizer
         self.train_batches, self.val_batches = train_batches, val_batches
-        self.use_optimizer(optimizer(self.model, cfg))  # `optimizer(model, cfg)`: a factory
+        self.use_optimizer(optimizer(self.model, cfg))  # a factory: (model, cfg) -> it
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.forward_model = torch.compile(model) if cfg.compile else model
         self.step = 0
@@ -389,10 +403,11 @@ class Trainer:
         self._snapshot = self._capture()
 
     def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        "Train with `optimizer`, under the config's warmup + cosine schedule (built here only)."
+        "Train with `optimizer` under the config's warmup + cosine schedule (built here)."
         cfg = self.cfg
         schedule = functools.partial(lr_multiplier, warmup_steps=cfg.warmup_steps,
-                                     max_steps=cfg.max_steps, min_ratio=cfg.min_lr / cfg.lr)
+                                     max_steps=cfg.max_steps,
+                                     min_ratio=cfg.min_lr / cfg.lr)
         self.optimizer = optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
@@ -483,7 +498,7 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "history": self.history, "train_config": asdict(self.cfg),
-                "tokenizer": None if self.tokenizer is None else self.tokenizer.to_json(),
+                "tokenizer": self.tokenizer and self.tokenizer.to_json(),
                 **self._snapshot}
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -515,20 +530,23 @@ _MODEL_KINDS = {"DTransformer": (DTransformer, DTransformerConfig),
                 "EDTransformer": (EDTransformer, EDTransformerConfig)}
 
 
-def load_model(path: str | Path, device: str = "auto") -> tuple[nn.Module, Tokenizer | None]:
-    "The model stored in a checkpoint (in eval mode, on `device`) and its tokenizer (None if none was saved)."
+def load_model(path: str | Path,
+               device: str = "auto") -> tuple[nn.Module, Tokenizer | None]:
+    """The model stored in a checkpoint (in eval mode, on `device`) and its tokenizer
+    (None if none was saved)."""
     ckpt = read_checkpoint(path)
     kind, config = ckpt["model_kind"], dict(ckpt["model_config"])
     if kind == "SequenceClassifier":
         n_classes = config.pop("n_classes")
-        model = SequenceClassifier(ETransformer(ETransformerConfig(**config)), n_classes)
+        encoder = ETransformer(ETransformerConfig(**config))
+        model = SequenceClassifier(encoder, n_classes)
     elif kind in _MODEL_KINDS:
         cls, cfg_cls = _MODEL_KINDS[kind]
         model = cls(cfg_cls(**config))
     else:
         raise ValueError(f"unknown model kind {kind!r} in {path}")
     model.load_state_dict(ckpt["model"])
-    tokenizer = None if ckpt["tokenizer"] is None else Tokenizer.from_json(ckpt["tokenizer"])
+    tokenizer = ckpt["tokenizer"] and Tokenizer.from_json(ckpt["tokenizer"])
     return model.to(pick_device(device)).eval(), tokenizer
 
 # %% ../nbs/07a_training.ipynb #7ecd8873
