@@ -20,10 +20,10 @@ from .components import LayerNorm, MultiHeadAttention
 from .tasks import BatchSampler
 
 # %% auto #0
-__all__ = ['T2T_LETTERS', 'parse_t2t', 't2t_formula', 'run_t2t_letters', 'T2TSublayer', 'T2TDecoder', 'xavier_init', 'small_lm',
-           'copy_batch', 'CopyBatches', 'copy_batches', 'copy_task_loss', 'layer_grad_norms', 'residual_stream',
-           'norm_inputs', 'mean_sq_norm', 'adjacent_change', 'stack_output', 'output_change', 'mean_layer_grad_norms',
-           'warmup_factor', 'train_lm', 'copy_half_loss', 'warmup_runs']
+__all__ = ['T2T_LETTERS', 'parse_t2t', 't2t_formula', 'T2TSublayer', 'T2TDecoder', 'xavier_init', 'small_lm', 'copy_batch',
+           'CopyBatches', 'copy_batches', 'copy_task_loss', 'layer_grad_norms', 'residual_stream', 'norm_inputs',
+           'mean_sq_norm', 'adjacent_change', 'stack_output', 'output_change', 'mean_layer_grad_norms', 'warmup_factor',
+           'train_lm', 'warmup_runs']
 
 # %% ../nbs/09_layernorm_audit.ipynb #7d3ebb38
 T2T_LETTERS = {"a": "add the sublayer's input (the residual connection)", "n": "layer normalisation",
@@ -60,7 +60,7 @@ def t2t_formula(preprocess: str, postprocess: str, f: str = "F") -> str:
     return y
 
 # %% ../nbs/09_layernorm_audit.ipynb #edd6b31d
-def run_t2t_letters(letters: str, x: Tensor, previous: Tensor | None, norms, dropout: nn.Module) -> Tensor:
+def _run_t2t_letters(letters: str, x: Tensor, previous: Tensor | None, norms, dropout: nn.Module) -> Tensor:
     "Apply the letters left to right: a adds `previous`, n applies the next of `norms`, d applies `dropout`."
     norms = iter(norms)
     for letter in letters:
@@ -87,9 +87,9 @@ class T2TSublayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        h = run_t2t_letters(self.preprocess, x, None, self.pre_norms, self.dropout)
+        h = _run_t2t_letters(self.preprocess, x, None, self.pre_norms, self.dropout)
         y = self.sublayer(h, *args, **kwargs)
-        return run_t2t_letters(self.postprocess, y, x, self.post_norms, self.dropout)
+        return _run_t2t_letters(self.postprocess, y, x, self.post_norms, self.dropout)
 
     def norms(self) -> list[LayerNorm]:
         "Every LayerNorm of the block, in the order the letters use them."
@@ -118,7 +118,7 @@ class T2TDecoder(nn.Module):
         for attn, mlp in zip(self.attn, self.mlp):
             h = mlp(attn(h, causal=True))
         # T2T also preprocesses the stack's output: "n" gives the final LayerNorm of Pre-LN
-        return self.unembed(run_t2t_letters(self.preprocess, h, None, self.out_norms, self.dropout))
+        return self.unembed(_run_t2t_letters(self.preprocess, h, None, self.out_norms, self.dropout))
 
     def load_norms(self, model: DTransformer) -> T2TDecoder:
         "Copy `model`'s layer norms into the letters' norms (one per block, and matching final norms)."
@@ -331,7 +331,7 @@ def train_lm(model: nn.Module, batches: Iterator[Tensor], steps: int, lr: float,
     return losses
 
 
-def copy_half_loss(model: nn.Module, n: int = 256, length: int = 32, seed: int = 12345) -> float:
+def _copy_half_loss(model: nn.Module, n: int = 256, length: int = 32, seed: int = 12345) -> float:
     "The loss on the copied half of `n` fresh copy-task sequences (ln N_V is chance, 0 is perfect)."
     x = copy_batch(n, length, model.cfg.N_V, torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -349,5 +349,5 @@ def warmup_runs(runs: dict[str, tuple[str, int]], seeds: int, L: int, steps: int
             model = small_lm(placement, L, seed)
             batches = copy_batches(batch_size, 32, 64, seed=100 + seed)
             losses = train_lm(model, batches, steps, lr, warmup)
-            out[name].append((losses, copy_half_loss(model)))
+            out[name].append((losses, _copy_half_loss(model)))
     return out

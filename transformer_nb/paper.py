@@ -15,28 +15,27 @@ from .registry import AlgorithmEntry, algorithms as tagged_in
 from .registry import notebook_of  # noqa: F401 (for Appendix C)
 
 # %% auto #0
-__all__ = ['PACKAGE_MODULES', 'ALGORITHM_MODULES', 'NOTATION', 'DEVIATIONS', 'algorithms', 'resolve', 'Symbol', 'Deviation',
-           'notation_table']
+__all__ = ['NOTATION', 'DEVIATIONS', 'algorithms', 'resolve', 'Symbol', 'Deviation', 'notation_table']
 
 # %% ../nbs/B_notation.ipynb #c25f3853
 _NAMED = (tokenization, components, architectures, training, inference)
-PACKAGE_MODULES = {m.__name__.rpartition(".")[2]: m for m in _NAMED}
-ALGORITHM_MODULES = (components, architectures, training, inference)
+_PACKAGE_MODULES = {m.__name__.rpartition(".")[2]: m for m in _NAMED}
+_ALGORITHM_MODULES = (components, architectures, training, inference)
 
 
 def algorithms() -> list[AlgorithmEntry]:
     "All of the paper's algorithms that the package implements, in the paper's order."
-    return tagged_in(*ALGORITHM_MODULES)
+    return tagged_in(*_ALGORITHM_MODULES)
 
 # %% ../nbs/B_notation.ipynb #02009cfc
 def resolve(path: str):
     """The package object at a dotted path such as 'components.LayerNorm.gamma'; raises
     if absent."""
     module, *attrs = path.split(".")
-    if module not in PACKAGE_MODULES:
+    if module not in _PACKAGE_MODULES:
         raise AttributeError(f"transformer_nb.{path}: no module {module!r} "
-                             f"in {list(PACKAGE_MODULES)}")
-    obj = PACKAGE_MODULES[module]
+                             f"in {list(_PACKAGE_MODULES)}")
+    obj = _PACKAGE_MODULES[module]
     for i, attr in enumerate(attrs):
         fields = getattr(obj, "__dataclass_fields__", {})
         if attr in fields:

@@ -22,9 +22,8 @@ from torch import Tensor
 __all__ = ['DATA_FILES', 'DIGIT_TASKS', 'BRACKETS', 'LANGUAGES', 'DataFile', 'find_repo_root', 'cache_dir', 'local_candidates',
            'sha256_of', 'check_sha256', 'download', 'data_file', 'load_tiny_shakespeare', 'split_documents', 'chunk',
            'chunk_documents', 'train_val_split', 'random_windows', 'BatchSampler', 'WindowSampler', 'TranslationPair',
-           'parse_tatoeba', 'load_tatoeba', 'hash_fraction', 'split_by_key', 'digit_answer', 'digit_task',
-           'exact_match', 'shuffled_batches', 'is_balanced', 'bracket_depths', 'random_balanced', 'hard_negative',
-           'bracket_task', 'language_id_task']
+           'parse_tatoeba', 'load_tatoeba', 'split_by_key', 'digit_answer', 'digit_task', 'exact_match',
+           'shuffled_batches', 'is_balanced', 'bracket_depths', 'random_balanced', 'bracket_task', 'language_id_task']
 
 # %% ../nbs/03_tasks.ipynb #a5840af5
 @dataclass(frozen=True)
@@ -282,7 +281,7 @@ def load_tatoeba(path: str | Path | None = None) -> list[TranslationPair]:
     return parse_tatoeba(data_file("tatoeba-eng-fra-5k.tsv", path).read_text(encoding="utf-8").splitlines())
 
 # %% ../nbs/03_tasks.ipynb #1b544bcb
-def hash_fraction(key: str) -> float:
+def _hash_fraction(key: str) -> float:
     "A number in [0, 1) fixed by `key` (from its SHA-256), the same on every machine and every run."
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:12], 16) / 16**12
 
@@ -293,7 +292,7 @@ def split_by_key(items: Sequence, key, val_fraction: float = 0.1) -> tuple[list,
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     train, val = [], []
     for item in items:
-        (val if hash_fraction(key(item)) < val_fraction else train).append(item)
+        (val if _hash_fraction(key(item)) < val_fraction else train).append(item)
     return train, val
 
 # %% ../nbs/03_tasks.ipynb #d932a079
@@ -403,7 +402,7 @@ def random_balanced(length: int, rng: random.Random, brackets: str = BRACKETS) -
     return "".join(out)
 
 
-def hard_negative(positive: str, rng: random.Random, brackets: str = BRACKETS) -> str:
+def _hard_negative(positive: str, rng: random.Random, brackets: str = BRACKETS) -> str:
     "An unbalanced string with the same symbols as `positive`: two different symbols swapped."
     s = list(positive)
     while True:
@@ -431,7 +430,7 @@ def bracket_task(n: int, seed: int = 0, min_length: int = 2, max_length: int = 2
     for _ in range(n // 2):
         examples.append((random_balanced(rng.choice(even_lengths), rng, brackets), 1))
         positive_twin = random_balanced(rng.choice(even_lengths), rng, brackets)
-        examples.append((hard_negative(positive_twin, rng, brackets), 0))
+        examples.append((_hard_negative(positive_twin, rng, brackets), 0))
     rng.shuffle(examples)
     return examples
 

@@ -39,7 +39,7 @@ __all__ = ['PRECISIONS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_re
            'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref', 'pick_device', 'autocast_dtype',
            'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw', 'LMBatches', 'MLMBatches',
            'PairBatches', 'ClassBatches', 'wide_logits', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
-           'classification_loss', 'to_device', 'Trainer', 'load_model', 'plot_history']
+           'classification_loss', 'Trainer', 'load_model', 'plot_history']
 
 # %% ../nbs/07a_training.ipynb #32c87621
 def _map_tensors(obj, fn):
@@ -369,11 +369,11 @@ def classification_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     return F.cross_entropy(wide_logits(model(x, x_pad)), c)
 
 # %% ../nbs/07a_training.ipynb #953a7fbf
-def to_device(batch, device: torch.device):
+def _to_device(batch, device: torch.device):
     "Move a tensor, or a tuple or list of tensors, to `device`."
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
-    return type(batch)(to_device(b, device) for b in batch)
+    return type(batch)(_to_device(b, device) for b in batch)
 
 
 def _first_tensor(batch) -> Tensor:
@@ -420,7 +420,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
         for _ in range(self.cfg.grad_accum):
-            batch = to_device(self.train_batches.sample(), self.device)
+            batch = _to_device(self.train_batches.sample(), self.device)
             with autocast(self.device, self.amp_dtype):
                 loss = self.loss_fn(self.forward_model, batch) / self.cfg.grad_accum
             self.scaler.scale(loss).backward()
@@ -442,7 +442,7 @@ class Trainer:
         self.val_batches.reset()
         losses = []
         for _ in range(self.cfg.eval_batches):
-            batch = to_device(self.val_batches.sample(), self.device)
+            batch = _to_device(self.val_batches.sample(), self.device)
             with autocast(self.device, self.amp_dtype):
                 losses.append(self.loss_fn(self.forward_model, batch).item())
         self.model.train()
