@@ -67,7 +67,8 @@ def run_chapter(path: Path, work: Path, timeout: int) -> tuple[float, str | None
         client.execute()
         error = None
     except CellExecutionError as e:
-        error = f"{failing_cell(nb, e)}:\n{str(e)[-3000:]}"
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # no terminal colours in the log
+        error = f"{failing_cell(nb, e)}:\n{plain[-3000:]}"
     nbformat.write(nb, work / f"{path.stem}.executed.ipynb")
     return time.perf_counter() - start, error
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 import torch
-from _batches import padded_batch
+from transformer_nb.tokenization import random_padded
 from hypothesis import given, settings, strategies as st
 
 from transformer_nb.architectures import (
@@ -14,7 +14,7 @@ from transformer_nb.architectures import (
 TOL = dict(rtol=1e-10, atol=1e-10)
 
 
-batch = padded_batch
+batch = random_padded
 
 
 small = dict(N_V=st.integers(3, 20), H=st.integers(1, 3), d_head=st.integers(1, 4), d_mlp=st.integers(1, 12),

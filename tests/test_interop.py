@@ -1,25 +1,22 @@
 """Chapter 6 interop: our classes hold GPT-2, BERT and torch.nn.Transformer exactly (models built from configs)."""
 import pytest
 import torch
-from _batches import padded_batch
 from torch import nn
 
 from transformer_nb.architectures import (
-    DTransformer, DTransformerConfig, EDTransformer, ETransformer, ETransformerConfig, from_bert, from_gpt2,
-    load_torch_transformer, to_bert, to_gpt2, to_torch_transformer, torch_transformer_config,
+    DTransformer, DTransformerConfig, EDTransformer, ETransformer, ETransformerConfig,
 )
+from transformer_nb.interop import (
+    from_bert, from_gpt2, from_hf, gpt2_links, greedy, load_links, load_torch_transformer, to_bert, to_gpt2, to_hf,
+    to_torch_transformer, torch_transformer_config,
+)
+from transformer_nb.tokenization import random_padded
 
 transformers = pytest.importorskip("transformers")
 ATOL = 1e-5
 
 
-padded = padded_batch
-
-
-def greedy(next_logits, x, n_new):
-    for _ in range(n_new):
-        x = torch.cat([x, next_logits(x)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return x
+padded = random_padded
 
 
 def hf_gpt2(tied=True, activation="gelu_new", seed=0):
@@ -134,7 +131,6 @@ def test_mismatched_shapes_are_reported():
     hf = hf_gpt2()
     ours = DTransformer(DTransformerConfig(N_V=101, l_max=40, d_e=32, H=4, L=3, activation="gelu_tanh",
                                            tie_embeddings=True))
-    from transformer_nb.architectures import gpt2_links, load_links
     with pytest.raises(ValueError, match="configs do not match"):
         load_links(ours, hf.state_dict(), gpt2_links(ours.cfg))
 
@@ -144,3 +140,19 @@ def test_models_that_cannot_be_expressed_are_refused():
         to_gpt2(DTransformer(DTransformerConfig(N_V=10, l_max=8, d_e=8, H=2, L=1, norm="post")))
     with pytest.raises(ValueError, match="BERT needs"):
         to_bert(ETransformer(ETransformerConfig(N_V=10, l_max=8, d_e=8, H=2, L=1)))
+
+
+def test_from_hf_and_to_hf_dispatch_on_the_model_class():
+    hf = hf_gpt2()
+    ours = from_hf(hf)
+    assert type(ours) is DTransformer and type(to_hf(ours)).__name__ == "GPT2LMHeadModel"
+    bert = from_hf(hf_bert())
+    assert type(bert) is ETransformer and type(to_hf(bert)).__name__ == "BertForMaskedLM"
+    tf = nn.Transformer(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=32,
+                        dropout=0.0, batch_first=True)
+    ed = from_hf(tf, N_V=20, l_max=8)
+    assert type(ed) is EDTransformer and type(to_hf(ed)) is nn.Transformer
+    with pytest.raises(ValueError, match="from_hf knows"):
+        from_hf(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="to_hf knows"):
+        to_hf(nn.Linear(2, 2))

@@ -3,7 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from transformer_nb.paper import DEVIATIONS, NOTATION, algorithm, algorithms, notebook_of, resolve
+import types
+
+from transformer_nb import components
+from transformer_nb.paper import DEVIATIONS, NOTATION, algorithms, resolve
+from transformer_nb.registry import algorithm, notebook_of
+from transformer_nb.registry import algorithms as tagged_in
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +29,7 @@ def test_every_registered_algorithm_points_at_real_code():
     entries = algorithms()
     assert [e.number for e in entries] == sorted(e.number for e in entries)
     for e in entries:
-        assert e.reference.paper_algorithm == e.number
+        assert e.reference.paper_algorithm == e
         resolve(e.batched)
         notebook = notebook_of(e.reference)
         assert notebook.startswith(f"{e.chapter:02d}") and (ROOT / "nbs" / f"{notebook}.ipynb").exists(), notebook
@@ -46,18 +51,29 @@ def test_every_deviation_names_an_existing_chapter():
 
 def test_notebook_of_finds_the_source_notebook():
     from transformer_nb.components import LayerNorm, attention_ref
-    from transformer_nb.paper import notebook_of
     assert notebook_of(attention_ref) == "05_components"
     assert notebook_of(LayerNorm) == "05_components"
     assert notebook_of(resolve("architectures.DTransformer")) == "06_architectures"
 
 
-def test_a_notebook_copy_does_not_replace_the_package_entry():
-    from transformer_nb.paper import ALGORITHMS
-    package_fn = ALGORITHMS[algorithms()[0].number].reference
+def test_a_notebook_copy_does_not_change_the_package_entries():
+    before = algorithms()
 
+    @algorithm(1, "Token embedding", batched="components.TokenEmbedding")
     def token_embedding_ref(v, W_e):  # what running Chapter 5's cell in a notebook defines, in __main__
         return W_e[:, v]
     token_embedding_ref.__module__ = "__main__"
-    algorithm(1, "Token embedding", batched="components.TokenEmbedding")(token_embedding_ref)
-    assert ALGORITHMS[1].reference is package_fn
+    assert algorithms() == before and before[0].reference is components.token_embedding_ref
+
+
+def test_algorithms_counts_only_what_a_module_defines():
+    from transformer_nb import architectures, training
+    assert [e.number for e in tagged_in(training)] == [11, 12, 13]  # not the forms training imports
+    assert [e.number for e in tagged_in(architectures)] == [8, 9, 10]
+    clash = types.ModuleType("clash")
+    for name in ("a", "b"):
+        fn = algorithm(3, "Attention", batched="components.attention")(lambda: None)
+        fn.__module__, fn.__name__ = "clash", name
+        setattr(clash, name, fn)
+    with pytest.raises(ValueError, match="tagged twice"):
+        tagged_in(clash)

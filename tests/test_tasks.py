@@ -329,3 +329,18 @@ def test_language_id_task():
     for s, label in data:
         assert s in (french if label else english)
         assert s not in (english if label else french)
+
+
+def test_the_samplers_share_one_stream_machine():
+    from transformer_nb.audit import copy_batch, copy_batches
+    from transformer_nb.tasks import BatchSampler
+    from transformer_nb.training import LMBatches
+    tokens = torch.arange(50)
+    lm, windows = LMBatches(tokens, 3, 6, seed=4), iter(WindowSampler(tokens, 3, 7, seed=4))
+    for _ in range(3):
+        assert torch.equal(lm.sample(), next(windows))
+    g = torch.Generator().manual_seed(2)
+    copies = copy_batches(2, 6, 9, seed=2)
+    assert all(torch.equal(next(copies), copy_batch(2, 6, 9, g)) for _ in range(3))
+    with pytest.raises(NotImplementedError):
+        BatchSampler(2).sample()

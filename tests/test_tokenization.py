@@ -111,6 +111,21 @@ def test_save_load_round_trip(tmp_path_factory, tokenizers, s):
             assert back.encode(s) == tok.encode(s)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.text(max_size=80))
+def test_json_round_trip_in_memory(tokenizers, s):
+    for tok in tokenizers:
+        text = tok.to_json()
+        for loader in (Tokenizer, type(tok)):
+            back = loader.from_json(text)
+            assert type(back) is type(tok) and back.encode(s) == tok.encode(s)
+
+
+def test_file_is_to_json(tmp_path, bpe):
+    bpe.save(tmp_path / "bpe.json")
+    assert (tmp_path / "bpe.json").read_text(encoding="utf-8") == bpe.to_json()
+
+
 def test_bpe_file_is_plain_json_of_merges(tmp_path, bpe):
     path = tmp_path / "bpe.json"
     bpe.save(path)

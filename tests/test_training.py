@@ -8,13 +8,14 @@ import torch
 
 from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, ETransformer, ETransformerConfig,
-    paper_params,
+    SequenceClassifier, paper_params,
 )
+from transformer_nb.checkpoint import read_checkpoint
 from transformer_nb.tokenization import CharTokenizer
 from transformer_nb.training import (
-    LMBatches, MLMBatches, PairBatches, SequenceClassifier, TrainConfig, Trainer, d_training_ref,
-    e_loss_ref, e_training_ref, ed_training_ref, load_model, lr_multiplier, mask_tokens_ref, next_token_loss,
-    param_groups, param_list, read_checkpoint, seq2seq_loss,
+    LMBatches, MLMBatches, PairBatches, TrainConfig, Trainer, d_training_ref, e_loss_ref, e_training_ref,
+    ed_training_ref, load_model, lr_multiplier, mask_tokens_ref, next_token_loss, param_groups, param_list,
+    seq2seq_loss,
 )
 
 TOL = dict(rtol=1e-9, atol=1e-10)
@@ -244,3 +245,19 @@ def test_loading_into_a_different_config_names_the_fields(tmp_path):
     with pytest.raises(ValueError, match="holds a ETransformer, not a SequenceClassifier"):
         Trainer(clf, next_token_loss, MLMBatches(stream, 2, 4, 0.5, 7), TrainConfig(device="cpu")).load(
             tmp_path / "e.pt")
+
+
+def test_the_optimizer_factory_gets_the_configs_schedule():
+    torch.manual_seed(0)
+    model = DTransformer(DTransformerConfig(N_V=8, l_max=8, d_e=8, H=2, L=1))
+    cfg = TrainConfig(max_steps=10, lr=0.1, warmup_steps=4, device="cpu", progress=False)
+    batches = LMBatches(torch.arange(64) % 8, 2, 8)
+    trainer = Trainer(model, next_token_loss, batches, cfg,
+                      optimizer=lambda m, c: torch.optim.SGD(m.parameters(), lr=c.lr))
+    assert isinstance(trainer.optimizer, torch.optim.SGD) and trainer.scheduler.optimizer is trainer.optimizer
+    lrs = []
+    for _ in range(cfg.max_steps):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.train_step()
+    assert lrs == pytest.approx([cfg.lr * lr_multiplier(s, 4, 10, 0.1) for s in range(10)])
+    assert isinstance(Trainer(model, next_token_loss, batches, cfg).optimizer, torch.optim.AdamW)

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .paper import algorithm
+from .registry import algorithm
 from transformer_nb.components import (
-    LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding, TokenEmbedding, Unembedding,
-    bidirectional_mask, causal_mask, check_length, check_shape, cross_mask, layer_norm_ref, mh_attention_ref,
+    LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding,
+    TokenEmbedding, Unembedding, bidirectional_mask, causal_mask, check_length,
+    check_shape, cross_mask, layer_norm_ref, linear_params, mh_attention_ref,
     positional_embedding_ref, token_embedding_ref,
 )
 
@@ -25,10 +26,7 @@ __all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'Transforme
            'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref', 'ed_transformer_ref', 'e_transformer_ref',
            'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'run_stack', 'Embedding', 'init_weights',
            'deepnorm_constants', 'deepnorm_init', 'DTransformer', 'ETransformer', 'EDTransformer', 'paper_params',
-           'layer_diagram', 'draw_layer', 'count_parameters', 'famous_configs', 'build', 'Link', 'load_links',
-           'export_links', 'links_table', 'gpt2_config', 'gpt2_links', 'from_gpt2', 'to_gpt2', 'bert_config',
-           'bert_links', 'from_bert', 'to_bert', 'torch_transformer_links', 'torch_transformer_config',
-           'load_torch_transformer', 'to_torch_transformer']
+           'SequenceClassifier', 'layer_diagram', 'draw_layer', 'count_parameters', 'famous_configs', 'build']
 
 # %% ../nbs/06_architectures.ipynb #acdace3c
 def gelu_ref(x: Tensor) -> Tensor:
@@ -482,18 +480,15 @@ class EDTransformer(nn.Module):
         return self.decode(x, self.encode(z, z_padding), x_padding, z_padding)
 
 # %% ../nbs/06_architectures.ipynb #c481dfc2
-def _bias(lin: nn.Linear) -> Tensor:
-    return lin.bias if lin.bias is not None else torch.zeros(lin.out_features, dtype=lin.weight.dtype)
-
-
 def _gamma_beta(norm: LayerNorm) -> tuple[Tensor, Tensor]:
-    return norm.gamma, (norm.beta if norm.beta is not None else torch.zeros_like(norm.gamma))
+    beta = norm.beta if norm.beta is not None else torch.zeros_like(norm.gamma)
+    return norm.gamma, beta
 
 
 def _layer_params(layer: Layer) -> LayerParams:
     mlp = layer.mlp.sublayer
     p = LayerParams(layer.attn.sublayer.paper_params(), *_gamma_beta(layer.attn.norm),
-                    mlp.W_mlp1.weight, _bias(mlp.W_mlp1), mlp.W_mlp2.weight, _bias(mlp.W_mlp2),
+                    *linear_params(mlp.W_mlp1), *linear_params(mlp.W_mlp2),
                     *_gamma_beta(layer.mlp.norm))
     if layer.cross is not None:
         p.cross = layer.cross.sublayer.paper_params()
@@ -503,8 +498,8 @@ def _layer_params(layer: Layer) -> LayerParams:
 
 def paper_params(model: DTransformer | ETransformer | EDTransformer) -> TransformerParams:
     "The model's weights as the paper's theta, for the reference forms."
-    emb = model.embed
-    theta = TransformerParams(W_e=emb.tok.W_e, W_p=emb.pos.W_p, layers=[], W_u=model.unembed.W_u.weight)
+    emb, W_u = model.embed, model.unembed.W_u.weight
+    theta = TransformerParams(W_e=emb.tok.W_e, W_p=emb.pos.W_p, layers=[], W_u=W_u)
     if isinstance(model, EDTransformer):
         theta.enc_layers = [_layer_params(l) for l in model.encoder]
         theta.layers = [_layer_params(l) for l in model.decoder]
@@ -513,9 +508,37 @@ def paper_params(model: DTransformer | ETransformer | EDTransformer) -> Transfor
     if isinstance(model, DTransformer) and model.final_norm is not None:
         theta.gamma, theta.beta = _gamma_beta(model.final_norm)
     if isinstance(model, ETransformer):
-        theta.W_f, theta.b_f = model.W_f.weight, _bias(model.W_f)
+        theta.W_f, theta.b_f = linear_params(model.W_f)
         theta.gamma, theta.beta = _gamma_beta(model.head_norm)
     return theta
+
+# %% ../nbs/06_architectures.ipynb #943ab0b2
+class SequenceClassifier(nn.Module):
+    """An ETransformer encoder with a class head W_c on the mean of its final states
+    (padding excluded)."""
+
+    def __init__(self, encoder: ETransformer, n_classes: int):
+        super().__init__()
+        if n_classes < 2:
+            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        self.encoder, self.n_classes = encoder, n_classes
+        self.W_c = nn.Linear(encoder.cfg.d_e, n_classes)
+
+    @property
+    def cfg(self) -> ETransformerConfig:
+        return self.encoder.cfg
+
+    def config_dict(self) -> dict:
+        return {**asdict(self.cfg), "n_classes": self.n_classes}
+
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        h = self.encoder.hidden_states(x, padding_mask)  # (B, T, d_e)
+        if padding_mask is None:
+            keep = torch.ones_like(x, dtype=h.dtype)
+        else:
+            keep = (~padding_mask).to(h.dtype)
+        pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
+        return self.W_c(pooled)  # class logits (B, n_classes)
 
 # %% ../nbs/06_architectures.ipynb #e06aaedf
 def layer_diagram(cfg: TransformerConfig, cross: bool = False, causal: bool = True) -> list[list[str]]:
@@ -591,238 +614,3 @@ def build(cfg: TransformerConfig) -> nn.Module:
     "The model class that matches a config."
     classes = {DTransformerConfig: DTransformer, ETransformerConfig: ETransformer, EDTransformerConfig: EDTransformer}
     return classes[type(cfg)](cfg)
-
-# %% ../nbs/06_architectures.ipynb #1de193e3
-@dataclass
-class Link:
-    "One of our parameters and where it lives in another implementation."
-    ours: str
-    theirs: tuple[str, ...]  # several names are stacked along the first axis (BERT's query, key, value)
-    transpose: bool = False  # GPT-2's Conv1D weights are stored (in, out)
-    rows: tuple[int, int] | None = None  # only these rows of theirs (torch's in_proj split into q and kv)
-
-
-def load_links(model: nn.Module, state: dict[str, Tensor], links: list[Link]) -> None:
-    "Copy another implementation's `state` into `model` through `links`."
-    ours = dict(model.named_parameters())
-    with torch.no_grad():
-        for link in links:
-            t = torch.cat([state[name] for name in link.theirs])
-            t = t[link.rows[0]:link.rows[1]] if link.rows else t
-            t = t.T if link.transpose else t
-            if t.shape != ours[link.ours].shape:
-                raise ValueError(f"{link.ours} has shape {tuple(ours[link.ours].shape)}, but {link.theirs} "
-                                 f"gives {tuple(t.shape)}: the configs do not match")
-            ours[link.ours].copy_(t)
-
-
-def export_links(model: nn.Module, target: nn.Module, links: list[Link]) -> None:
-    "The reverse of `load_links`: write `model`'s parameters into the other implementation `target`."
-    ours, theirs = dict(model.named_parameters()), target.state_dict()
-    with torch.no_grad():
-        for link in links:
-            t = ours[link.ours].T if link.transpose else ours[link.ours]
-            pieces = t.split([theirs[n].shape[0] for n in link.theirs]) if len(link.theirs) > 1 else [t]
-            for name, piece in zip(link.theirs, pieces):
-                dest = theirs[name][link.rows[0]:link.rows[1]] if link.rows else theirs[name]
-                dest.copy_(piece)  # state_dict tensors share storage with the target's parameters
-
-
-def links_table(links: list[Link], limit: int | None = None) -> str:
-    "A markdown table of the links, for the chapter."
-    rows = ["| ours | theirs | how |", "|---|---|---|"]
-    for link in links[:limit]:
-        how = ("transposed" if link.transpose else "") or (f"rows {link.rows[0]}:{link.rows[1]}" if link.rows
-                                                          else "stacked" if len(link.theirs) > 1 else "copied")
-        rows.append(f"| `{link.ours}` | {', '.join(f'`{n}`' for n in link.theirs)} | {how} |")
-    return "\n".join(rows)
-
-# %% ../nbs/06_architectures.ipynb #9c9499ad
-_GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
-
-
-def gpt2_config(hf_config) -> DTransformerConfig:
-    "The DTransformerConfig of a Hugging Face GPT2Config (dropout off: we compare outputs, not train)."
-    if hf_config.activation_function not in _GPT2_ACTIVATIONS:
-        raise ValueError(f"unsupported GPT-2 activation {hf_config.activation_function!r}")
-    return DTransformerConfig(
-        N_V=hf_config.vocab_size, l_max=hf_config.n_positions, d_e=hf_config.n_embd, H=hf_config.n_head,
-        L=hf_config.n_layer, d_mlp=hf_config.n_inner or 4 * hf_config.n_embd,
-        activation=_GPT2_ACTIVATIONS[hf_config.activation_function], eps=hf_config.layer_norm_epsilon,
-        tie_embeddings=hf_config.tie_word_embeddings, norm="pre", final_norm=True)
-
-
-def gpt2_links(cfg: DTransformerConfig) -> list[Link]:
-    "Our DTransformer's parameters and their names in GPT2LMHeadModel."
-    links = [Link("embed.tok.weight", ("transformer.wte.weight",)),
-             Link("embed.pos.weight", ("transformer.wpe.weight",))]
-    for i in range(cfg.L):
-        ours, theirs = f"layers.{i}", f"transformer.h.{i}"
-        for our_norm, their_norm in (("attn.norm", "ln_1"), ("mlp.norm", "ln_2")):
-            links += [Link(f"{ours}.{our_norm}.gamma", (f"{theirs}.{their_norm}.weight",)),
-                      Link(f"{ours}.{our_norm}.beta", (f"{theirs}.{their_norm}.bias",))]
-        for our_lin, their_lin in (("attn.sublayer.qkv", "attn.c_attn"), ("attn.sublayer.o", "attn.c_proj"),
-                                   ("mlp.sublayer.W_mlp1", "mlp.c_fc"), ("mlp.sublayer.W_mlp2", "mlp.c_proj")):
-            links += [Link(f"{ours}.{our_lin}.weight", (f"{theirs}.{their_lin}.weight",), transpose=True),
-                      Link(f"{ours}.{our_lin}.bias", (f"{theirs}.{their_lin}.bias",))]
-    links += [Link("final_norm.gamma", ("transformer.ln_f.weight",)),
-              Link("final_norm.beta", ("transformer.ln_f.bias",))]
-    if not cfg.tie_embeddings:
-        links.append(Link("unembed.W_u.weight", ("lm_head.weight",)))
-    return links
-
-
-def from_gpt2(hf_model) -> DTransformer:
-    "A DTransformer with the weights of a Hugging Face GPT2LMHeadModel."
-    cfg = gpt2_config(hf_model.config)
-    model = DTransformer(cfg).to(next(hf_model.parameters()).dtype)
-    load_links(model, hf_model.state_dict(), gpt2_links(cfg))
-    return model
-
-
-def to_gpt2(model: DTransformer):
-    "A Hugging Face GPT2LMHeadModel with our DTransformer's weights (needs `transformers`)."
-    from transformers import GPT2Config, GPT2LMHeadModel
-    cfg = model.cfg
-    if cfg.norm != "pre" or not cfg.final_norm or not cfg.bias or cfg.positions != "learned" or cfg.embed_norm:
-        raise ValueError("GPT-2 needs norm='pre', final_norm, biases, learned positions and no embedding norm")
-    activation = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[cfg.activation]
-    hf_config = GPT2Config(vocab_size=cfg.N_V, n_positions=cfg.l_max, n_embd=cfg.d_e, n_layer=cfg.L, n_head=cfg.H,
-                           n_inner=cfg.d_mlp, activation_function=activation, layer_norm_epsilon=cfg.eps,
-                           tie_word_embeddings=cfg.tie_embeddings, resid_pdrop=0.0, embd_pdrop=0.0,
-                           attn_pdrop=0.0, bos_token_id=None, eos_token_id=None)
-    hf = GPT2LMHeadModel(hf_config).to(next(model.parameters()).dtype).eval()
-    export_links(model, hf, gpt2_links(cfg))
-    if not cfg.tie_embeddings:
-        with torch.no_grad():
-            hf.lm_head.weight.copy_(model.unembed.W_u.weight)
-    return hf
-
-# %% ../nbs/06_architectures.ipynb #dc71e3b5
-def bert_config(hf_config) -> ETransformerConfig:
-    "The ETransformerConfig of a Hugging Face BertConfig."
-    if hf_config.hidden_act not in ("gelu", "relu"):
-        raise ValueError(f"unsupported BERT activation {hf_config.hidden_act!r}")
-    return ETransformerConfig(
-        N_V=hf_config.vocab_size, l_max=hf_config.max_position_embeddings, d_e=hf_config.hidden_size,
-        H=hf_config.num_attention_heads, L=hf_config.num_hidden_layers, d_mlp=hf_config.intermediate_size,
-        activation=hf_config.hidden_act, eps=hf_config.layer_norm_eps, embed_norm=True,
-        tie_embeddings=hf_config.tie_word_embeddings, unembed_bias=True, norm="post")
-
-
-def bert_links(cfg: ETransformerConfig) -> list[Link]:
-    "Our ETransformer's parameters and their names in BertForMaskedLM (the position embedding is handled apart)."
-    links = [Link("embed.tok.weight", ("bert.embeddings.word_embeddings.weight",)),
-             Link("embed.norm.gamma", ("bert.embeddings.LayerNorm.weight",)),
-             Link("embed.norm.beta", ("bert.embeddings.LayerNorm.bias",))]
-    for i in range(cfg.L):
-        ours, theirs = f"layers.{i}", f"bert.encoder.layer.{i}"
-        for part in ("weight", "bias"):
-            qkv = tuple(f"{theirs}.attention.self.{n}.{part}" for n in ("query", "key", "value"))
-            links += [Link(f"{ours}.attn.sublayer.qkv.{part}", qkv),
-                      Link(f"{ours}.attn.sublayer.o.{part}", (f"{theirs}.attention.output.dense.{part}",)),
-                      Link(f"{ours}.mlp.sublayer.W_mlp1.{part}", (f"{theirs}.intermediate.dense.{part}",)),
-                      Link(f"{ours}.mlp.sublayer.W_mlp2.{part}", (f"{theirs}.output.dense.{part}",))]
-        for our_norm, their_norm in (("attn.norm", "attention.output.LayerNorm"), ("mlp.norm", "output.LayerNorm")):
-            links += [Link(f"{ours}.{our_norm}.gamma", (f"{theirs}.{their_norm}.weight",)),
-                      Link(f"{ours}.{our_norm}.beta", (f"{theirs}.{their_norm}.bias",))]
-    links += [Link("W_f.weight", ("cls.predictions.transform.dense.weight",)),
-              Link("W_f.bias", ("cls.predictions.transform.dense.bias",)),
-              Link("head_norm.gamma", ("cls.predictions.transform.LayerNorm.weight",)),
-              Link("head_norm.beta", ("cls.predictions.transform.LayerNorm.bias",)),
-              Link("unembed.W_u.bias", ("cls.predictions.bias",))]
-    if not cfg.tie_embeddings:
-        links.append(Link("unembed.W_u.weight", ("cls.predictions.decoder.weight",)))
-    return links
-
-
-def from_bert(hf_model) -> ETransformer:
-    "An ETransformer with the weights of a Hugging Face BertForMaskedLM, for single-segment input."
-    cfg = bert_config(hf_model.config)
-    model = ETransformer(cfg).to(next(hf_model.parameters()).dtype)
-    state = hf_model.state_dict()
-    load_links(model, state, bert_links(cfg))
-    with torch.no_grad():  # every token has token type 0, so its embedding is a constant added at each position
-        model.embed.pos.weight.copy_(state["bert.embeddings.position_embeddings.weight"]
-                                     + state["bert.embeddings.token_type_embeddings.weight"][0])
-    return model
-
-
-def to_bert(model: ETransformer):
-    "A Hugging Face BertForMaskedLM with our ETransformer's weights (token type embeddings set to zero)."
-    from transformers import BertConfig, BertForMaskedLM
-    cfg = model.cfg
-    if cfg.norm != "post" or not cfg.embed_norm or cfg.d_f != cfg.d_e or not cfg.unembed_bias or cfg.final_norm:
-        raise ValueError("BERT needs norm='post', embed_norm, d_f == d_e, unembed_bias and no final norm")
-    hf_config = BertConfig(vocab_size=cfg.N_V, hidden_size=cfg.d_e, num_hidden_layers=cfg.L,
-                           num_attention_heads=cfg.H, intermediate_size=cfg.d_mlp, hidden_act=cfg.activation,
-                           max_position_embeddings=cfg.l_max, layer_norm_eps=cfg.eps,
-                           tie_word_embeddings=cfg.tie_embeddings, hidden_dropout_prob=0.0,
-                           attention_probs_dropout_prob=0.0)
-    hf = BertForMaskedLM(hf_config).to(next(model.parameters()).dtype).eval()
-    export_links(model, hf, bert_links(cfg))
-    with torch.no_grad():
-        hf.bert.embeddings.position_embeddings.weight.copy_(model.embed.pos.weight)
-        hf.bert.embeddings.token_type_embeddings.weight.zero_()
-        if not cfg.tie_embeddings:
-            hf.cls.predictions.decoder.weight.copy_(model.unembed.W_u.weight)
-    return hf
-
-# %% ../nbs/06_architectures.ipynb #7ecde570
-def torch_transformer_links(cfg: EDTransformerConfig) -> list[Link]:
-    "Our EDTransformer's encoder and decoder parameters and their names in torch.nn.Transformer."
-    d = cfg.d_e
-    def linear(ours, theirs):
-        return [Link(f"{ours}.weight", (f"{theirs}.weight",)), Link(f"{ours}.bias", (f"{theirs}.bias",))]
-    def norm(ours, theirs):
-        return [Link(f"{ours}.gamma", (f"{theirs}.weight",)), Link(f"{ours}.beta", (f"{theirs}.bias",))]
-    def self_attn(ours, theirs):
-        return [Link(f"{ours}.qkv.weight", (f"{theirs}.in_proj_weight",)),
-                Link(f"{ours}.qkv.bias", (f"{theirs}.in_proj_bias",))] + linear(f"{ours}.o", f"{theirs}.out_proj")
-    links = []
-    for stack, n_layers in (("encoder", cfg.L_enc), ("decoder", cfg.L_dec)):
-        for i in range(n_layers):
-            ours, theirs = f"{stack}.{i}", f"{stack}.layers.{i}"
-            links += self_attn(f"{ours}.attn.sublayer", f"{theirs}.self_attn") + norm(f"{ours}.attn.norm", f"{theirs}.norm1")
-            links += linear(f"{ours}.mlp.sublayer.W_mlp1", f"{theirs}.linear1")
-            links += linear(f"{ours}.mlp.sublayer.W_mlp2", f"{theirs}.linear2")
-            if stack == "encoder":
-                links += norm(f"{ours}.mlp.norm", f"{theirs}.norm2")
-                continue
-            cross = f"{theirs}.multihead_attn"
-            links += [Link(f"{ours}.cross.sublayer.q.weight", (f"{cross}.in_proj_weight",), rows=(0, d)),
-                      Link(f"{ours}.cross.sublayer.q.bias", (f"{cross}.in_proj_bias",), rows=(0, d)),
-                      Link(f"{ours}.cross.sublayer.kv.weight", (f"{cross}.in_proj_weight",), rows=(d, 3 * d)),
-                      Link(f"{ours}.cross.sublayer.kv.bias", (f"{cross}.in_proj_bias",), rows=(d, 3 * d))]
-            links += linear(f"{ours}.cross.sublayer.o", f"{cross}.out_proj")
-            links += norm(f"{ours}.cross.norm", f"{theirs}.norm2") + norm(f"{ours}.mlp.norm", f"{theirs}.norm3")
-    return links + norm("enc_norm", "encoder.norm") + norm("dec_norm", "decoder.norm")
-
-
-def torch_transformer_config(tf: nn.Transformer, N_V: int, l_max: int) -> EDTransformerConfig:
-    "The EDTransformerConfig of an nn.Transformer, given the vocabulary and context size it will be used with."
-    enc, dec = tf.encoder.layers, tf.decoder.layers
-    first = enc[0]
-    return EDTransformerConfig(
-        N_V=N_V, l_max=l_max, d_e=first.self_attn.embed_dim, H=first.self_attn.num_heads,
-        d_mlp=first.linear1.out_features, L_enc=len(enc), L_dec=len(dec), norm="pre" if first.norm_first else "post",
-        activation="gelu" if first.activation_relu_or_gelu == 2 else "relu", eps=first.norm1.eps, final_norm=True)
-
-
-def load_torch_transformer(model: EDTransformer, tf: nn.Transformer) -> EDTransformer:
-    "Copy an nn.Transformer's encoder and decoder into `model` (its embedding and unembedding stay as they are)."
-    load_links(model, tf.state_dict(), torch_transformer_links(model.cfg))
-    return model
-
-
-def to_torch_transformer(model: EDTransformer) -> nn.Transformer:
-    "An nn.Transformer (batch_first) holding our EDTransformer's encoder and decoder."
-    cfg = model.cfg
-    if not cfg.final_norm or not cfg.bias or cfg.activation not in ("relu", "gelu"):
-        raise ValueError("nn.Transformer needs final_norm=True, biases and a relu or gelu activation")
-    tf = nn.Transformer(d_model=cfg.d_e, nhead=cfg.H, num_encoder_layers=cfg.L_enc, num_decoder_layers=cfg.L_dec,
-                        dim_feedforward=cfg.d_mlp, dropout=0.0, activation=cfg.activation, layer_norm_eps=cfg.eps,
-                        batch_first=True, norm_first=cfg.norm == "pre")
-    tf = tf.to(next(model.parameters()).dtype).eval()
-    export_links(model, tf, torch_transformer_links(cfg))
-    return tf

@@ -13,14 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .architectures import MLP, DTransformer, DTransformerConfig, run_stack
+from transformer_nb.architectures import (
+    MLP, DTransformer, DTransformerConfig, run_stack,
+)
 from .components import LayerNorm, MultiHeadAttention
+from .tasks import BatchSampler
 
 # %% auto #0
-__all__ = ['T2T_LETTERS', 'parse_t2t', 't2t_formula', 'run_t2t_letters', 'T2TSublayer', 'T2TDecoder', 'xavier_init', 'small_lm',
-           'copy_batch', 'copy_batches', 'copy_task_loss', 'layer_grad_norms', 'residual_stream', 'norm_inputs',
+__all__ = ['T2T_LETTERS', 'parse_t2t', 't2t_formula', 'T2TSublayer', 'T2TDecoder', 'xavier_init', 'small_lm', 'copy_batch',
+           'CopyBatches', 'copy_batches', 'copy_task_loss', 'layer_grad_norms', 'residual_stream', 'norm_inputs',
            'mean_sq_norm', 'adjacent_change', 'stack_output', 'output_change', 'mean_layer_grad_norms', 'warmup_factor',
-           'train_lm', 'copy_half_loss', 'warmup_runs']
+           'train_lm', 'warmup_runs']
 
 # %% ../nbs/09_layernorm_audit.ipynb #7d3ebb38
 T2T_LETTERS = {"a": "add the sublayer's input (the residual connection)", "n": "layer normalisation",
@@ -57,7 +60,7 @@ def t2t_formula(preprocess: str, postprocess: str, f: str = "F") -> str:
     return y
 
 # %% ../nbs/09_layernorm_audit.ipynb #edd6b31d
-def run_t2t_letters(letters: str, x: Tensor, previous: Tensor | None, norms, dropout: nn.Module) -> Tensor:
+def _run_t2t_letters(letters: str, x: Tensor, previous: Tensor | None, norms, dropout: nn.Module) -> Tensor:
     "Apply the letters left to right: a adds `previous`, n applies the next of `norms`, d applies `dropout`."
     norms = iter(norms)
     for letter in letters:
@@ -84,9 +87,9 @@ class T2TSublayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        h = run_t2t_letters(self.preprocess, x, None, self.pre_norms, self.dropout)
+        h = _run_t2t_letters(self.preprocess, x, None, self.pre_norms, self.dropout)
         y = self.sublayer(h, *args, **kwargs)
-        return run_t2t_letters(self.postprocess, y, x, self.post_norms, self.dropout)
+        return _run_t2t_letters(self.postprocess, y, x, self.post_norms, self.dropout)
 
     def norms(self) -> list[LayerNorm]:
         "Every LayerNorm of the block, in the order the letters use them."
@@ -115,7 +118,7 @@ class T2TDecoder(nn.Module):
         for attn, mlp in zip(self.attn, self.mlp):
             h = mlp(attn(h, causal=True))
         # T2T also preprocesses the stack's output: "n" gives the final LayerNorm of Pre-LN
-        return self.unembed(run_t2t_letters(self.preprocess, h, None, self.out_norms, self.dropout))
+        return self.unembed(_run_t2t_letters(self.preprocess, h, None, self.out_norms, self.dropout))
 
     def load_norms(self, model: DTransformer) -> T2TDecoder:
         "Copy `model`'s layer norms into the letters' norms (one per block, and matching final norms)."
@@ -169,35 +172,51 @@ def xavier_init(model: nn.Module, zero_qk: bool = False, layers: bool = True) ->
     _xavier_(model.unembed.W_u.weight)
     return model
 
-
-def small_lm(norm: str, L: int, seed: int = 0, zero_qk: bool = False, **config) -> DTransformer:
-    "The chapter's test model: a DTransformer with placement `norm` and Xiong et al.'s initialisation."
+# %% ../nbs/09_layernorm_audit.ipynb #baccc1cb
+def small_lm(placement: str, L: int, seed: int = 0, zero_qk: bool = False,
+             **config) -> DTransformer:
+    """The chapter's test model: a DTransformer with this norm placement and Xiong et
+    al.'s init."""
     torch.manual_seed(seed)
-    settings = dict(N_V=64, l_max=32, d_e=64, H=4, final_norm=norm in ("pre", "peri")) | config
-    model = DTransformer(DTransformerConfig(L=L, norm=norm, **settings))
-    return xavier_init(model, zero_qk=zero_qk, layers=norm != "deepnorm")
+    final_norm = placement in ("pre", "peri")
+    settings = dict(N_V=64, l_max=32, d_e=64, H=4, final_norm=final_norm) | config
+    model = DTransformer(DTransformerConfig(L=L, norm=placement, **settings))
+    return xavier_init(model, zero_qk=zero_qk, layers=placement != "deepnorm")
 
 # %% ../nbs/09_layernorm_audit.ipynb #9f13e8d5
-def copy_batch(batch_size: int, length: int, N_V: int, generator: torch.Generator) -> Tensor:
-    "A (batch_size, length) batch: length // 2 random tokens, then the same tokens again."
+def copy_batch(batch_size: int, length: int, N_V: int,
+               generator: torch.Generator) -> Tensor:
+    """A (batch_size, length) batch: length // 2 random tokens, then the same tokens
+    again."""
     if length % 2:
         raise ValueError(f"the copy task needs an even length, got {length}")
     half = torch.randint(0, N_V, (batch_size, length // 2), generator=generator)
     return torch.cat([half, half], dim=1)
 
 
-def copy_batches(batch_size: int, length: int, N_V: int, seed: int = 0) -> Iterator[Tensor]:
+class CopyBatches(BatchSampler):
+    "Copy-task batches (Chapter 3's BatchSampler drawing copy_batch)."
+
+    def __init__(self, batch_size: int, length: int, N_V: int, seed: int = 0):
+        super().__init__(batch_size, seed)
+        self.length, self.N_V = length, N_V
+
+    def draw(self, generator: torch.Generator) -> Tensor:
+        return copy_batch(self.batch_size, self.length, self.N_V, generator)
+
+
+def copy_batches(batch_size: int, length: int, N_V: int,
+                 seed: int = 0) -> Iterator[Tensor]:
     "An endless, reproducible stream of copy-task batches."
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        yield copy_batch(batch_size, length, N_V, g)
+    return iter(CopyBatches(batch_size, length, N_V, seed))
 
-
+# %% ../nbs/09_layernorm_audit.ipynb #ede74ba4
 def copy_task_loss(model: nn.Module, x: Tensor, copy_half_only: bool = False) -> Tensor:
-    "Mean next-token cross-entropy of `model` on `x`; with `copy_half_only`, only on the copied tokens."
+    """Mean next-token cross-entropy of `model` on `x`; with `copy_half_only`, only on
+    the copied tokens."""
     logits, targets = model(x)[:, :-1], x[:, 1:]
     if copy_half_only:
-        start = x.shape[1] // 2 - 1  # the prediction of x[:, T // 2], the first copied token
+        start = x.shape[1] // 2 - 1  # predicts x[:, T // 2], the first copied token
         logits, targets = logits[:, start:], targets[:, start:]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
@@ -269,15 +288,17 @@ def output_change(model: nn.Module, x: Tensor, rel: float = 0.01, seed: int = 0)
     return (diff.pow(2).sum(-1).mean() / diff.shape[-1]).item()
 
 # %% ../nbs/09_layernorm_audit.ipynb #3392da6f
-def mean_layer_grad_norms(norm: str, L: int, seeds: int = 5, batches: int = 4, batch_size: int = 32,
-                          **model_kwargs) -> Tensor:
-    "`layer_grad_norms` of `small_lm(norm, L, seed)` at initialisation, averaged over seeds and copy batches."
+def mean_layer_grad_norms(placement: str, L: int, seeds: int = 5, batches: int = 4,
+                          batch_size: int = 32, **model_kwargs) -> Tensor:
+    """`layer_grad_norms` of `small_lm(placement, L, seed)` at init, over seeds and copy
+    batches."""
     total = torch.zeros(L)
     for seed in range(seeds):
-        model = small_lm(norm, L, seed, **model_kwargs)
+        model = small_lm(placement, L, seed, **model_kwargs)
         g = torch.Generator().manual_seed(1000 + seed)
         for _ in range(batches):
-            total += layer_grad_norms(model, copy_batch(batch_size, 32, model.cfg.N_V, g))
+            x = copy_batch(batch_size, 32, model.cfg.N_V, g)
+            total += layer_grad_norms(model, x)
     return total / (seeds * batches)
 
 # %% ../nbs/09_layernorm_audit.ipynb #8240f5ec
@@ -310,7 +331,7 @@ def train_lm(model: nn.Module, batches: Iterator[Tensor], steps: int, lr: float,
     return losses
 
 
-def copy_half_loss(model: nn.Module, n: int = 256, length: int = 32, seed: int = 12345) -> float:
+def _copy_half_loss(model: nn.Module, n: int = 256, length: int = 32, seed: int = 12345) -> float:
     "The loss on the copied half of `n` fresh copy-task sequences (ln N_V is chance, 0 is perfect)."
     x = copy_batch(n, length, model.cfg.N_V, torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -319,12 +340,14 @@ def copy_half_loss(model: nn.Module, n: int = 256, length: int = 32, seed: int =
 # %% ../nbs/09_layernorm_audit.ipynb #e8bf8ba6
 def warmup_runs(runs: dict[str, tuple[str, int]], seeds: int, L: int, steps: int, lr: float,
                 batch_size: int = 16) -> dict[str, list[tuple[list[float], float]]]:
-    "For every run name -> (placement, warmup steps): (training losses, copy-half loss) of each seed."
+    """For every run name -> (placement, warmup steps): (training losses, copy-half
+    loss) of each seed."""
     out = {}
-    for name, (norm, warmup) in runs.items():
+    for name, (placement, warmup) in runs.items():
         out[name] = []
         for seed in range(seeds):
-            model = small_lm(norm, L, seed)
-            losses = train_lm(model, copy_batches(batch_size, 32, 64, seed=100 + seed), steps, lr, warmup)
-            out[name].append((losses, copy_half_loss(model)))
+            model = small_lm(placement, L, seed)
+            batches = copy_batches(batch_size, 32, 64, seed=100 + seed)
+            losses = train_lm(model, batches, steps, lr, warmup)
+            out[name].append((losses, _copy_half_loss(model)))
     return out

@@ -15,14 +15,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .paper import algorithm
+from .registry import algorithm
 
 # %% auto #0
-__all__ = ['check_token_ids', 'check_length', 'check_shape', 'token_embedding_ref', 'TokenEmbedding', 'positional_embedding_ref',
-           'sinusoidal_W_p_ref', 'sinusoidal_positions', 'PositionalEmbedding', 'AttentionParams',
-           'single_query_attention_ref', 'bidirectional_mask', 'causal_mask', 'cross_mask', 'attention_ref',
-           'MHAttentionParams', 'mh_attention_ref', 'attention_weights', 'combine_masks', 'MultiHeadAttention',
-           'layer_norm_ref', 'LayerNorm', 'unembedding_ref', 'Unembedding']
+__all__ = ['check_token_ids', 'check_length', 'check_shape', 'linear_params', 'token_embedding_ref', 'TokenEmbedding',
+           'positional_embedding_ref', 'sinusoidal_W_p_ref', 'sinusoidal_positions', 'PositionalEmbedding',
+           'AttentionParams', 'single_query_attention_ref', 'bidirectional_mask', 'causal_mask', 'cross_mask',
+           'attention_ref', 'MHAttentionParams', 'mh_attention_ref', 'attention_weights', 'combine_masks',
+           'MultiHeadAttention', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref', 'Unembedding']
 
 # %% ../nbs/05_components.ipynb #2ab1517d
 def check_token_ids(ids: Tensor, N_V: int, name: str = "x") -> None:
@@ -50,6 +50,15 @@ def check_shape(t: Tensor, shape: tuple, name: str) -> None:
     if not ok:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+
+# %% ../nbs/05_components.ipynb #41fa7810
+def linear_params(lin: nn.Linear) -> tuple[Tensor, Tensor]:
+    """The paper's (W, b) of an nn.Linear: its weight and bias, b = 0 where it has no
+    bias."""
+    if lin.bias is not None:
+        return lin.weight, lin.bias
+    W = lin.weight
+    return W, torch.zeros(lin.out_features, dtype=W.dtype, device=W.device)
 
 # %% ../nbs/05_components.ipynb #eb1b1715
 @algorithm(1, "Token embedding", batched="components.TokenEmbedding")

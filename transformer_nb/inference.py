@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .paper import algorithm
+from .registry import algorithm
 from transformer_nb.architectures import (
     DTransformer, EDTransformer, TransformerParams, d_transformer_ref, ed_transformer_ref, gelu_ref, relu_ref,
 )

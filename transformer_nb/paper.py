@@ -5,73 +5,37 @@
 # %% ../nbs/B_notation.ipynb #e428d39b
 from __future__ import annotations
 
-import importlib
+import ast
 import inspect
-import re
+import textwrap
 from dataclasses import dataclass
-from typing import Callable
+
+from . import architectures, components, inference, tokenization, training
+from .registry import AlgorithmEntry, algorithms as tagged_in
+from .registry import notebook_of  # noqa: F401 (for Appendix C)
 
 # %% auto #0
-__all__ = ['CHAPTER_OF_ALGORITHM', 'MODULES', 'ALGORITHMS', 'NOTATION', 'DEVIATIONS', 'AlgorithmEntry', 'algorithm', 'algorithms',
-           'notebook_of', 'resolve', 'Symbol', 'Deviation', 'notation_table']
+__all__ = ['NOTATION', 'DEVIATIONS', 'algorithms', 'resolve', 'Symbol', 'Deviation', 'notation_table']
 
 # %% ../nbs/B_notation.ipynb #c25f3853
-CHAPTER_OF_ALGORITHM = {**{n: 5 for n in range(1, 8)}, **{n: 6 for n in range(8, 11)}, **{n: 7 for n in range(11, 16)}}
-MODULES = ("components", "architectures", "training", "inference")
-
-
-@dataclass
-class AlgorithmEntry:
-    "One of the paper's algorithms: its number and name, our reference form and our batched counterpart."
-    number: int
-    name: str
-    reference: Callable
-    batched: str  # dotted path of the batched counterpart, relative to the package
-    chapter: int
-
-
-ALGORITHMS: dict[int, AlgorithmEntry] = {}
-
-
-def algorithm(number: int, name: str, batched: str):
-    "Decorator: register a reference form as the paper's Algorithm `number`."
-    if number not in CHAPTER_OF_ALGORITHM:
-        raise ValueError(f"the paper has Algorithms 1-15, not {number}")
-    def register(fn: Callable) -> Callable:
-        fn.paper_algorithm = number
-        # A notebook that runs its own copy of a definition (module __main__) must not replace the package's.
-        if fn.__module__.startswith("transformer_nb.") or number not in ALGORITHMS:
-            ALGORITHMS[number] = AlgorithmEntry(number, name, fn, batched, CHAPTER_OF_ALGORITHM[number])
-        return fn
-    return register
+_NAMED = (tokenization, components, architectures, training, inference)
+_PACKAGE_MODULES = {m.__name__.rpartition(".")[2]: m for m in _NAMED}
+_ALGORITHM_MODULES = (components, architectures, training, inference)
 
 
 def algorithms() -> list[AlgorithmEntry]:
-    "Every registered algorithm, in the paper's order (imports the package's modules first)."
-    for name in MODULES:
-        try:
-            importlib.import_module(f"transformer_nb.{name}")
-        except ModuleNotFoundError as e:  # a chapter not written yet
-            if e.name != f"transformer_nb.{name}":
-                raise
-    return [ALGORITHMS[n] for n in sorted(ALGORITHMS)]
+    "All of the paper's algorithms that the package implements, in the paper's order."
+    return tagged_in(*_ALGORITHM_MODULES)
 
-
-def notebook_of(obj) -> str:
-    "The notebook (file stem) that an exported function or class comes from, read from nbdev's cell markers."
-    lines, first = inspect.getsourcelines(obj)
-    module_lines = inspect.getsource(inspect.getmodule(obj)).splitlines()
-    for line in reversed(module_lines[:first]):
-        match = re.match(r"# %% \.\./nbs/(.+)\.ipynb", line)
-        if match:
-            return match.group(1)
-    raise ValueError(f"{obj!r} was not exported from a notebook")
-
-
+# %% ../nbs/B_notation.ipynb #02009cfc
 def resolve(path: str):
-    "The package object at a dotted path such as 'components.LayerNorm.gamma'; raises if it does not exist."
+    """The package object at a dotted path such as 'components.LayerNorm.gamma'; raises
+    if absent."""
     module, *attrs = path.split(".")
-    obj = importlib.import_module(f"transformer_nb.{module}")
+    if module not in _PACKAGE_MODULES:
+        raise AttributeError(f"transformer_nb.{path}: no module {module!r} "
+                             f"in {list(_PACKAGE_MODULES)}")
+    obj = _PACKAGE_MODULES[module]
     for i, attr in enumerate(attrs):
         fields = getattr(obj, "__dataclass_fields__", {})
         if attr in fields:
@@ -79,16 +43,28 @@ def resolve(path: str):
         elif hasattr(obj, attr):
             obj = getattr(obj, attr)
         elif isinstance(obj, type) and i == len(attrs) - 1 and _assigned_in(obj, attr):
-            return f"{obj.__name__}.{attr}"  # an attribute the class creates in __init__ (a parameter, a submodule)
+            return f"{obj.__name__}.{attr}"  # an attribute that __init__ creates
         else:
-            raise AttributeError(f"transformer_nb.{path}: {obj!r} has no attribute {attr!r}")
+            raise AttributeError(f"transformer_nb.{path}: {obj!r} has no "
+                                 f"attribute {attr!r}")
     return obj
 
 
 def _assigned_in(cls: type, attr: str) -> bool:
-    "Whether the source of `cls` assigns `self.<attr>`."
-    pattern = re.compile(rf"self\.{re.escape(attr)}\b[^=\n]*=(?!=)")
-    return any(pattern.search(inspect.getsource(c)) for c in cls.__mro__ if c.__module__.startswith("transformer_nb"))
+    "Whether a method of `cls` (or of a package base class) assigns `self.<attr>`."
+    for c in cls.__mro__:
+        if not c.__module__.startswith("transformer_nb"):
+            continue
+        for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(c)))):
+            targets = node.targets if isinstance(node, ast.Assign) else (
+                [node.target] if isinstance(node, ast.AnnAssign) else [])
+            for t in targets:
+                for el in t.elts if isinstance(t, ast.Tuple) else [t]:
+                    if (isinstance(el, ast.Attribute) and el.attr == attr
+                            and isinstance(el.value, ast.Name)
+                            and el.value.id == "self"):
+                        return True
+    return False
 
 # %% ../nbs/B_notation.ipynb #14858f98
 @dataclass

@@ -5,7 +5,6 @@
 # %% ../nbs/08_practical.ipynb #5e0fc8ef
 from __future__ import annotations
 
-import functools
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -19,8 +18,9 @@ from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, count_parameters,
 )
 from .inference import generate
+from .tasks import BatchSampler
 from transformer_nb.training import (
-    BatchSampler, LMBatches, TrainConfig, Trainer, lr_multiplier, next_token_loss,
+    LMBatches, TrainConfig, Trainer, adamw, next_token_loss, wide_logits,
 )
 
 # %% auto #0
@@ -30,12 +30,9 @@ __all__ = ['set_optimizer', 'track_grad_norm', 'Recipe', 'Run', 'run_variant', '
 
 # %% ../nbs/08_practical.ipynb #ef98b9ae
 def set_optimizer(trainer: Trainer, optimizer: torch.optim.Optimizer) -> None:
-    "Train with `optimizer` instead of the trainer's AdamW, under the same warmup + cosine schedule."
-    cfg = trainer.cfg
-    schedule = functools.partial(lr_multiplier, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
-                                 min_ratio=cfg.min_lr / cfg.lr)
-    trainer.optimizer = optimizer
-    trainer.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    """Train with `optimizer` instead of the trainer's AdamW, under the same warmup +
+    cosine schedule."""
+    trainer.use_optimizer(optimizer)
 
 # %% ../nbs/08_practical.ipynb #2c50c745
 def track_grad_norm(trainer: Trainer):
@@ -52,7 +49,8 @@ def track_grad_norm(trainer: Trainer):
 # %% ../nbs/08_practical.ipynb #80e1c96f
 @dataclass
 class Recipe:
-    "What the variants of an experiment share: model and training configs, data, batch sizes, seed."
+    """What the variants of an experiment share: model and training configs, data, batch
+    sizes, seed."""
     model: DTransformerConfig
     train: TrainConfig
     train_tokens: Tensor
@@ -64,7 +62,8 @@ class Recipe:
 
 @dataclass
 class Run:
-    "One trained variant: the trainer's history (with grad_norm), the trained model, its size, its time."
+    """One trained variant: the trainer's history (with grad_norm), the trained model,
+    its size, its time."""
     history: dict
     model: nn.Module
     params: int
@@ -80,12 +79,13 @@ class Run:
         "The lowest validation loss of any evaluation (what early stopping would keep)."
         return min(self.history["val_loss"])
 
-
+# %% ../nbs/08_practical.ipynb #20661340
 def run_variant(recipe: Recipe, model: dict | None = None, train: dict | None = None,
                 loss_fn: Callable = next_token_loss, optimizer: Callable | None = None,
                 train_tokens: Tensor | None = None, seed: int | None = None) -> Run:
-    """Train `recipe` with some changes: `model` and `train` override config fields, `optimizer(model, cfg)`
-    builds an optimizer to use instead of AdamW, `train_tokens` and `seed` replace the recipe's."""
+    """Train `recipe` with some changes: `model` and `train` override config fields,
+    `optimizer(model, cfg)` builds an optimizer to use instead of AdamW, `train_tokens`
+    and `seed` replace the recipe's."""
     mcfg = replace(recipe.model, **(model or {}))
     tcfg = replace(recipe.train, **(train or {}))
     seed = recipe.seed if seed is None else seed
@@ -93,24 +93,27 @@ def run_variant(recipe: Recipe, model: dict | None = None, train: dict | None = 
     torch.manual_seed(seed)  # the initial weights
     net = DTransformer(mcfg)
     train_batches = LMBatches(tokens, recipe.batch_size, mcfg.l_max, seed=seed + 1)
-    val_batches = LMBatches(recipe.val_tokens, recipe.val_batch_size, mcfg.l_max, seed=seed + 2)
-    trainer = Trainer(net, loss_fn, train_batches, tcfg, val_batches=val_batches)
-    if optimizer is not None:
-        set_optimizer(trainer, optimizer(trainer.model, tcfg))
+    val_batches = LMBatches(recipe.val_tokens, recipe.val_batch_size, mcfg.l_max,
+                            seed=seed + 2)
+    trainer = Trainer(net, loss_fn, train_batches, tcfg, val_batches=val_batches,
+                      optimizer=optimizer or adamw)
     track_grad_norm(trainer)
     start = time.perf_counter()
     history = trainer.fit()
-    return Run(history, trainer.model, count_parameters(net)["total"], time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return Run(history, trainer.model, count_parameters(net)["total"], seconds)
 
-
-def run_variants(recipe: Recipe, variants: dict[str, dict], verbose: bool = True) -> dict[str, Run]:
-    "Train every variant (name -> the keyword arguments of run_variant) from the recipe's seed."
+# %% ../nbs/08_practical.ipynb #cd782210
+def run_variants(recipe: Recipe, variants: dict[str, dict],
+                 verbose: bool = True) -> dict[str, Run]:
+    """Train every variant (name -> the keyword arguments of run_variant) from the
+    recipe's seed."""
     runs = {}
     for name, changes in variants.items():
         runs[name] = run = run_variant(recipe, **changes)
         if verbose:
-            print(f"{name:<28} validation loss {run.val_loss:.3f} (best {run.best_val_loss:.3f}), "
-                  f"{run.seconds:.1f} s")
+            print(f"{name:<28} validation loss {run.val_loss:.3f} "
+                  f"(best {run.best_val_loss:.3f}), {run.seconds:.1f} s")
     return runs
 
 # %% ../nbs/08_practical.ipynb #5cf7e1d8
@@ -143,28 +146,30 @@ def results_table(runs: dict[str, Run], reference: str | None = None) -> str:
     return "\n".join(rows)
 
 # %% ../nbs/08_practical.ipynb #974ab049
-def smoothed_cross_entropy(logits: Tensor, targets: Tensor, eps: float, ignore_index: int = -100) -> Tensor:
-    "Mean over targets != ignore_index of (1-eps)(-log p[y]) + eps * mean_v(-log p[v]); logits (N, N_V)."
+def smoothed_cross_entropy(logits: Tensor, targets: Tensor, eps: float,
+                           ignore_index: int = -100) -> Tensor:
+    """Mean over targets != ignore_index of (1-eps)(-log p[y]) + eps * mean_v(-log
+    p[v]); logits (N, N_V)."""
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"the label-smoothing eps must be in [0, 1), got {eps}")
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
     keep = targets != ignore_index
-    log_p = logits[keep].log_softmax(-1)
+    log_p = wide_logits(logits[keep]).log_softmax(-1)
     nll = -log_p.gather(-1, targets[keep][:, None])[:, 0]  # -log p[y]
     uniform = -log_p.mean(-1)  # (1/N_V) sum_v -log p[v]
     return ((1.0 - eps) * nll + eps * uniform).mean()
 
 
 def label_smoothing_loss(eps: float) -> Callable:
-    "A next-token loss for (B, l+1) windows: smoothed by eps in training mode, the plain log loss otherwise."
+    """A next-token loss for (B, l+1) windows: smoothed by eps in training mode, the
+    plain log loss otherwise."""
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"the label-smoothing eps must be in [0, 1), got {eps}")
 
     def loss_fn(model: nn.Module, batch: Tensor) -> Tensor:
         logits = model(batch[:, :-1])
         smoothing = eps if model.training else 0.0
-        return smoothed_cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), smoothing)
+        targets = batch[:, 1:].flatten()
+        return smoothed_cross_entropy(logits.flatten(0, 1), targets, smoothing)
 
     return loss_fn
 

@@ -21,10 +21,9 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['DATA_FILES', 'DIGIT_TASKS', 'BRACKETS', 'LANGUAGES', 'DataFile', 'find_repo_root', 'cache_dir', 'local_candidates',
            'sha256_of', 'check_sha256', 'download', 'data_file', 'load_tiny_shakespeare', 'split_documents', 'chunk',
-           'chunk_documents', 'train_val_split', 'random_windows', 'WindowSampler', 'TranslationPair', 'parse_tatoeba',
-           'load_tatoeba', 'hash_fraction', 'split_by_key', 'digit_answer', 'digit_task', 'exact_match',
-           'shuffled_batches', 'is_balanced', 'bracket_depths', 'random_balanced', 'hard_negative', 'bracket_task',
-           'language_id_task']
+           'chunk_documents', 'train_val_split', 'random_windows', 'BatchSampler', 'WindowSampler', 'TranslationPair',
+           'parse_tatoeba', 'load_tatoeba', 'split_by_key', 'digit_answer', 'digit_task', 'exact_match',
+           'shuffled_batches', 'is_balanced', 'bracket_depths', 'random_balanced', 'bracket_task', 'language_id_task']
 
 # %% ../nbs/03_tasks.ipynb #a5840af5
 @dataclass(frozen=True)
@@ -196,30 +195,68 @@ def train_val_split(items: Sequence, val_fraction: float = 0.1) -> tuple[list, l
     return list(items[:-n_val]), list(items[-n_val:])
 
 # %% ../nbs/03_tasks.ipynb #03bc266f
-def random_windows(tokens: Tensor, batch_size: int, length: int, generator: torch.Generator) -> Tensor:
-    "A (batch_size, length) batch of windows taken at uniformly random offsets of the 1-D `tokens`."
+def random_windows(tokens: Tensor, batch_size: int, length: int,
+                   generator: torch.Generator) -> Tensor:
+    """A (batch_size, length) batch of windows taken at uniformly random offsets of the
+    1-D `tokens`."""
     if tokens.dim() != 1:
-        raise ValueError(f"tokens must be a 1-D tensor of token ids, got shape {tuple(tokens.shape)}")
+        raise ValueError("tokens must be a 1-D tensor of token ids, "
+                         f"got shape {tuple(tokens.shape)}")
     if not 1 <= length <= len(tokens):
-        raise ValueError(f"window length must be between 1 and len(tokens) = {len(tokens)}, got {length}")
+        raise ValueError("window length must be between 1 and "
+                         f"len(tokens) = {len(tokens)}, got {length}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    starts = torch.randint(0, len(tokens) - length + 1, (batch_size,), generator=generator)
+    n_starts = len(tokens) - length + 1
+    starts = torch.randint(0, n_starts, (batch_size,), generator=generator)
     return torch.stack([tokens[s:s + length] for s in starts.tolist()])
 
+# %% ../nbs/03_tasks.ipynb #d218c870
+class BatchSampler:
+    """A reproducible stream of batches from its own torch.Generator; each kind supplies
+    draw()."""
 
-@dataclass
-class WindowSampler:
-    "An endless, reproducible stream of random-window batches: iterating twice gives the same batches."
-    tokens: Tensor
-    batch_size: int
-    length: int
-    seed: int = 0
+    def __init__(self, batch_size: int, seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size, self.seed = batch_size, seed
+        self.generator = torch.Generator().manual_seed(seed)
 
-    def __iter__(self) -> Iterator[Tensor]:
-        g = torch.Generator().manual_seed(self.seed)
+    def draw(self, generator: torch.Generator):
+        "One batch, drawn with `generator`."
+        raise NotImplementedError
+
+    def sample(self):
+        "The next batch of the sampler's own stream."
+        return self.draw(self.generator)
+
+    def __iter__(self) -> Iterator:
+        "The batches from the seed, endlessly, with a generator of their own."
+        generator = torch.Generator().manual_seed(self.seed)
         while True:
-            yield random_windows(self.tokens, self.batch_size, self.length, g)
+            yield self.draw(generator)
+
+    def reset(self) -> None:
+        "Rewind `sample()` to the first batch."
+        self.generator.manual_seed(self.seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+# %% ../nbs/03_tasks.ipynb #88f3faa4
+class WindowSampler(BatchSampler):
+    """Random windows of `length` tokens of a 1-D token stream: (batch_size, length)
+    batches."""
+
+    def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
+        super().__init__(batch_size, seed)
+        self.tokens, self.length = torch.as_tensor(tokens, dtype=torch.long), length
+
+    def draw(self, generator: torch.Generator) -> Tensor:
+        return random_windows(self.tokens, self.batch_size, self.length, generator)
 
 # %% ../nbs/03_tasks.ipynb #cbe8e711
 @dataclass(frozen=True)
@@ -250,7 +287,7 @@ def load_tatoeba(path: str | Path | None = None) -> list[TranslationPair]:
     return parse_tatoeba(data_file("tatoeba-eng-fra-5k.tsv", path).read_text(encoding="utf-8").splitlines())
 
 # %% ../nbs/03_tasks.ipynb #1b544bcb
-def hash_fraction(key: str) -> float:
+def _hash_fraction(key: str) -> float:
     "A number in [0, 1) fixed by `key` (from its SHA-256), the same on every machine and every run."
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:12], 16) / 16**12
 
@@ -261,7 +298,7 @@ def split_by_key(items: Sequence, key, val_fraction: float = 0.1) -> tuple[list,
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     train, val = [], []
     for item in items:
-        (val if hash_fraction(key(item)) < val_fraction else train).append(item)
+        (val if _hash_fraction(key(item)) < val_fraction else train).append(item)
     return train, val
 
 # %% ../nbs/03_tasks.ipynb #d932a079
@@ -371,7 +408,7 @@ def random_balanced(length: int, rng: random.Random, brackets: str = BRACKETS) -
     return "".join(out)
 
 
-def hard_negative(positive: str, rng: random.Random, brackets: str = BRACKETS) -> str:
+def _hard_negative(positive: str, rng: random.Random, brackets: str = BRACKETS) -> str:
     "An unbalanced string with the same symbols as `positive`: two different symbols swapped."
     s = list(positive)
     while True:
@@ -399,7 +436,7 @@ def bracket_task(n: int, seed: int = 0, min_length: int = 2, max_length: int = 2
     for _ in range(n // 2):
         examples.append((random_balanced(rng.choice(even_lengths), rng, brackets), 1))
         positive_twin = random_balanced(rng.choice(even_lengths), rng, brackets)
-        examples.append((hard_negative(positive_twin, rng, brackets), 0))
+        examples.append((_hard_negative(positive_twin, rng, brackets), 0))
     rng.shuffle(examples)
     return examples
 

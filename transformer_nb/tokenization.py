@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'SPECIAL_TEXT', 'UNKNOWN_POLICIES', 'PRETOKEN_PATTERN', 'Tokenizer', 'pad', 'CharTokenizer',
-           'pretokenize', 'WordTokenizer', 'merge_pair', 'learn_bpe_merges', 'BPETokenizer', 'tokens_per_char']
+__all__ = ['SPECIAL_TOKENS', 'SPECIAL_TEXT', 'UNKNOWN_POLICIES', 'PRETOKEN_PATTERN', 'Tokenizer', 'pad', 'random_padded',
+           'CharTokenizer', 'pretokenize', 'WordTokenizer', 'merge_pair', 'learn_bpe_merges', 'BPETokenizer',
+           'tokens_per_char']
 
 # %% ../nbs/04_tokenization.ipynb #e53deda8
 SPECIAL_TOKENS = ("mask_token", "bos_token", "eos_token")
@@ -58,7 +59,7 @@ class Tokenizer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        Tokenizer._kinds[cls.kind] = cls  # so that Tokenizer.load can rebuild any kind
+        Tokenizer._kinds[cls.kind] = cls  # for Tokenizer.from_json
 
     def __init__(self, n_ordinary: int):
         if n_ordinary < 1:
@@ -108,23 +109,33 @@ class Tokenizer:
         "`pad` with this tokeniser's `pad_token`: (ids (B, T), padding mask (B, T), True = padding)."
         return pad(seqs, self.pad_token, length, side)
 
+    def to_json(self) -> str:
+        "The tokeniser as a JSON string: what `save` writes and a checkpoint stores."
+        state = {"format": _FORMAT, "version": 1, "kind": self.kind, **self._state()}
+        return json.dumps(state, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "the text") -> Tokenizer:
+        "The tokeniser in `text` (from `to_json`), of whichever kind it is on Tokenizer."
+        state = json.loads(text)
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise ValueError(f"{source} is not a tokenizer file by transformer_nb")
+        kind = state.get("kind")
+        if kind not in Tokenizer._kinds:
+            raise ValueError(f"{source} holds an unknown tokenizer kind {kind!r}")
+        if cls is not Tokenizer and kind != cls.kind:
+            raise ValueError(f"{source} holds a {kind!r} tokenizer, "
+                             f"not a {cls.kind!r} one")
+        return Tokenizer._kinds[kind]._from_state(state)
+
     def save(self, path: str | Path) -> None:
         "Write the tokeniser to a JSON file (UTF-8)."
-        state = {"format": _FORMAT, "version": 1, "kind": self.kind, **self._state()}
-        Path(path).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+        Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
         "Read a tokeniser written by `save`; `Tokenizer.load` returns whichever kind was saved."
-        state = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(state, dict) or state.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a tokenizer file written by transformer_nb")
-        kind = state.get("kind")
-        if kind not in Tokenizer._kinds:
-            raise ValueError(f"{path} holds an unknown tokenizer kind {kind!r}")
-        if cls is not Tokenizer and kind != cls.kind:
-            raise ValueError(f"{path} holds a {kind!r} tokenizer, not a {cls.kind!r} one")
-        return Tokenizer._kinds[kind]._from_state(state)
+        return cls.from_json(Path(path).read_text(encoding="utf-8"), source=str(path))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(N_V={self.vocab_size})"
@@ -156,6 +167,16 @@ def pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = None,
         ids[row, cols] = torch.tensor(s, dtype=torch.long)
         mask[row, cols] = False
     return ids, mask
+
+# %% ../nbs/04_tokenization.ipynb #078f83b4
+def random_padded(lengths: Sequence[int], N_V: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Random token sequences of the given lengths, right-padded with id 0, and the mask
+    (True = padding)."""
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    ids = torch.randint(0, N_V, (len(lengths), T), generator=g)
+    mask = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
+    return ids.masked_fill(mask, 0), mask
 
 # %% ../nbs/04_tokenization.ipynb #f4872884
 UNKNOWN_POLICIES = ("unk", "error")

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
-import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
@@ -23,23 +20,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .paper import algorithm
+from .registry import algorithm
 from transformer_nb.architectures import (
-    DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, ETransformer, ETransformerConfig,
-    TransformerParams, d_transformer_ref, e_transformer_ref, ed_transformer_ref, gelu_ref, relu_ref,
+    DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, ETransformer,
+    ETransformerConfig, SequenceClassifier, TransformerParams, d_transformer_ref,
+    e_transformer_ref, ed_transformer_ref, gelu_ref, relu_ref,
+)
+from transformer_nb.checkpoint import (  # colab_checkpoint_dir: for Chapter 7b
+    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
+    colab_checkpoint_dir, model_config, read_checkpoint, restore_rng,
 )
 from .components import PositionalEmbedding, TokenEmbedding, check_token_ids
-from .tasks import random_windows
+from .tasks import BatchSampler, WindowSampler, random_windows
 from .tokenization import Tokenizer, pad
 
 # %% auto #0
-__all__ = ['MPS_WARNING', 'PRECISIONS', 'CHECKPOINT_FORMAT', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref',
-           'd_training_ref', 'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref',
-           'pick_device', 'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'BatchSampler',
-           'LMBatches', 'MLMBatches', 'PairBatches', 'ClassBatches', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
-           'classification_loss', 'SequenceClassifier', 'capture_rng', 'restore_rng', 'atomic_save',
-           'tokenizer_to_json', 'tokenizer_from_json', 'colab_checkpoint_dir', 'model_config', 'read_checkpoint',
-           'check_compatible', 'to_device', 'Trainer', 'load_model', 'plot_history']
+__all__ = ['MPS_WARNING', 'PRECISIONS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref', 'd_training_ref',
+           'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref', 'pick_device',
+           'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw', 'LMBatches',
+           'MLMBatches', 'PairBatches', 'ClassBatches', 'wide_logits', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
+           'classification_loss', 'Trainer', 'load_model', 'plot_history']
 
 # %% ../nbs/07a_training.ipynb #32c87621
 def _map_tensors(obj, fn):
@@ -281,246 +281,121 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
+# %% ../nbs/07a_training.ipynb #4a449a0b
+def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """The trainer's default optimizer: AdamW over param_groups, with the config's rate
+    and betas."""
+    groups = param_groups(model, cfg.weight_decay, cfg.decay_embeddings)
+    fused = next(model.parameters()).device.type == "cuda"
+    betas = (cfg.beta1, cfg.beta2)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=fused)
+
 # %% ../nbs/07a_training.ipynb #99d882ab
-class BatchSampler:
-    "A reproducible stream of batches drawn with its own torch.Generator; subclasses implement sample()."
-
-    def __init__(self, batch_size: int, seed: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.batch_size, self.seed = batch_size, seed
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def reset(self) -> None:
-        "Rewind to the first batch."
-        self.generator.manual_seed(self.seed)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-
-    def sample(self):
-        raise NotImplementedError
-
-
-class LMBatches(BatchSampler):
-    "Random windows of length+1 tokens from a 1-D token stream: (B, length+1) for next-token prediction."
+class LMBatches(WindowSampler):
+    "Random windows of length+1 tokens of a 1-D token stream, for next-token prediction."
 
     def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
-        super().__init__(batch_size, seed)
-        self.tokens, self.length = torch.as_tensor(tokens, dtype=torch.long), length
-
-    def sample(self) -> Tensor:
-        return random_windows(self.tokens, self.batch_size, self.length + 1, self.generator)
+        super().__init__(tokens, batch_size, length + 1, seed)
 
 
 class MLMBatches(BatchSampler):
-    "Random windows, each token masked with probability p_mask: (x_tilde, targets), -100 where unmasked."
+    """Random windows, each token masked with probability p_mask: (x_tilde, targets),
+    -100 where unmasked."""
 
-    def __init__(self, tokens: Tensor, batch_size: int, length: int, p_mask: float, mask_token: int,
-                 seed: int = 0):
+    def __init__(self, tokens: Tensor, batch_size: int, length: int, p_mask: float,
+                 mask_token: int, seed: int = 0):
         super().__init__(batch_size, seed)
         if not 0 < p_mask < 1:
             raise ValueError(f"p_mask must be in (0, 1), got {p_mask}")
         self.tokens, self.length = torch.as_tensor(tokens, dtype=torch.long), length
         self.p_mask, self.mask_token = p_mask, mask_token
 
-    def sample(self) -> tuple[Tensor, Tensor]:
-        x = random_windows(self.tokens, self.batch_size, self.length, self.generator)
-        masked = torch.rand(x.shape, generator=self.generator) < self.p_mask
-        masked[0, 0] |= not masked.any()  # at least one target, so the mean loss is defined
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = random_windows(self.tokens, self.batch_size, self.length, generator)
+        masked = torch.rand(x.shape, generator=generator) < self.p_mask
+        masked[0, 0] |= not masked.any()  # a target at least: the mean loss exists
         return x.masked_fill(masked, self.mask_token), x.masked_fill(~masked, -100)
 
-
+# %% ../nbs/07a_training.ipynb #165d6edb
 class PairBatches(BatchSampler):
     "Random (z, x) pairs of token-id lists, right-padded: (z, z_padding, x, x_padding)."
 
-    def __init__(self, pairs: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int, seed: int = 0):
+    def __init__(self, pairs: list[tuple[list[int], list[int]]], batch_size: int,
+                 pad_id: int, seed: int = 0):
         super().__init__(batch_size, seed)
         if not pairs:
             raise ValueError("PairBatches needs at least one (z, x) pair")
         self.pairs, self.pad_id = pairs, pad_id
 
-    def sample(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        rows = torch.randint(len(self.pairs), (self.batch_size,), generator=self.generator).tolist()
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        rows = torch.randint(len(self.pairs), (self.batch_size,), generator=generator)
+        rows = rows.tolist()
         z, z_pad = pad([self.pairs[i][0] for i in rows], self.pad_id)
         x, x_pad = pad([self.pairs[i][1] for i in rows], self.pad_id)
         return z, z_pad, x, x_pad
 
-
+# %% ../nbs/07a_training.ipynb #3e0eb012
 class ClassBatches(BatchSampler):
     "Random (sequence, class) examples, right-padded: (x, padding_mask, classes)."
 
-    def __init__(self, examples: list[tuple[list[int], int]], batch_size: int, pad_id: int, seed: int = 0):
+    def __init__(self, examples: list[tuple[list[int], int]], batch_size: int,
+                 pad_id: int, seed: int = 0):
         super().__init__(batch_size, seed)
         if not examples:
             raise ValueError("ClassBatches needs at least one example")
         self.examples, self.pad_id = examples, pad_id
 
-    def sample(self) -> tuple[Tensor, Tensor, Tensor]:
-        rows = torch.randint(len(self.examples), (self.batch_size,), generator=self.generator).tolist()
+    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        n = len(self.examples)
+        rows = torch.randint(n, (self.batch_size,), generator=generator)
+        rows = rows.tolist()
         x, x_pad = pad([self.examples[i][0] for i in rows], self.pad_id)
         return x, x_pad, torch.tensor([self.examples[i][1] for i in rows])
 
 # %% ../nbs/07a_training.ipynb #3fe3be7e
-def _wide(logits: Tensor) -> Tensor:
-    "Half-precision logits as float32 (float32 and float64 logits unchanged)."
+def wide_logits(logits: Tensor) -> Tensor:
+    """Half-precision logits as float32 (float32 and float64 logits unchanged), for the
+    log loss."""
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 def next_token_loss(model: nn.Module, batch: Tensor) -> Tensor:
-    "Mean of -log P[x[t+1], t] over a (B, l+1) batch of windows (Algorithm 13's summand, averaged)."
+    """Mean of -log P[x[t+1], t] over a (B, l+1) batch of windows (Algorithm 13's
+    summand, averaged)."""
     logits = model(batch[:, :-1])
-    return F.cross_entropy(_wide(logits).flatten(0, 1), batch[:, 1:].flatten())
+    return F.cross_entropy(wide_logits(logits).flatten(0, 1), batch[:, 1:].flatten())
 
 
 def mlm_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-    "Mean of -log P[x[t], t] over the masked positions t (Algorithm 12's summand, averaged)."
+    """Mean of -log P[x[t], t] over the masked positions t (Algorithm 12's summand,
+    averaged)."""
     x_tilde, targets = batch
     logits = model(x_tilde)
-    return F.cross_entropy(_wide(logits).flatten(0, 1), targets.flatten(), ignore_index=-100)
+    logits = wide_logits(logits).flatten(0, 1)
+    return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
 
 
-def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> Tensor:
-    "Mean of -log P[x[t+1], t] given z over the real (unpadded) target tokens (Algorithm 11's summand)."
+def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
+    """Mean of -log P[x[t+1], t] given z over the real (unpadded) target tokens
+    (Algorithm 11's summand)."""
     z, z_pad, x, x_pad = batch
     logits = model(z, x[:, :-1], z_pad, x_pad[:, :-1])
     targets = x[:, 1:].masked_fill(x_pad[:, 1:], -100)
-    return F.cross_entropy(_wide(logits).flatten(0, 1), targets.flatten(), ignore_index=-100)
+    logits = wide_logits(logits).flatten(0, 1)
+    return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
 
 
-def classification_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+def classification_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     "Mean of -log P(c | x) over a batch of sequences and classes."
     x, x_pad, c = batch
-    return F.cross_entropy(_wide(model(x, x_pad)), c)
-
-# %% ../nbs/07a_training.ipynb #943ab0b2
-class SequenceClassifier(nn.Module):
-    "An ETransformer encoder with a class head W_c on the mean of its final states (padding excluded)."
-
-    def __init__(self, encoder: ETransformer, n_classes: int):
-        super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
-        self.encoder, self.n_classes = encoder, n_classes
-        self.W_c = nn.Linear(encoder.cfg.d_e, n_classes)
-
-    @property
-    def cfg(self) -> ETransformerConfig:
-        return self.encoder.cfg
-
-    def config_dict(self) -> dict:
-        return {**asdict(self.cfg), "n_classes": self.n_classes}
-
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        h = self.encoder.hidden_states(x, padding_mask)  # (B, T, d_e)
-        keep = torch.ones_like(x, dtype=h.dtype) if padding_mask is None else (~padding_mask).to(h.dtype)
-        pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
-        return self.W_c(pooled)  # class logits (B, n_classes)
-
-# %% ../nbs/07a_training.ipynb #17f62845
-def _plain(obj):
-    "Tuples and NumPy arrays as (nested) lists, so that torch.load(weights_only=True) accepts them."
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (tuple, list)):
-        return [_plain(o) for o in obj]
-    return obj
-
-
-def capture_rng() -> dict:
-    "The state of every random number generator that training uses: tensors and plain Python values."
-    state = {"torch": torch.get_rng_state(), "python": _plain(random.getstate()),
-             "numpy": _plain(np.random.get_state())}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    "Put back the states recorded by capture_rng."
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-# %% ../nbs/07a_training.ipynb #d76e21f2
-def atomic_save(obj, path: str | Path) -> None:
-    "torch.save to a temporary file next to `path`, then os.replace it: `path` is never half-written."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # on disk before the rename, not only in the OS cache
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def tokenizer_to_json(tokenizer: Tokenizer) -> str:
-    "The tokeniser's JSON file (Chapter 4's format) as a string."
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer.save(Path(folder) / "tokenizer.json")
-        return (Path(folder) / "tokenizer.json").read_text(encoding="utf-8")
-
-
-def tokenizer_from_json(text: str) -> Tokenizer:
-    "The tokeniser saved by tokenizer_to_json."
-    with tempfile.TemporaryDirectory() as folder:
-        (Path(folder) / "tokenizer.json").write_text(text, encoding="utf-8")
-        return Tokenizer.load(Path(folder) / "tokenizer.json")
-
-
-def colab_checkpoint_dir(name: str = "transformer_nb") -> Path:
-    "MyDrive/<name> when Google Drive is mounted on Colab (it outlives the session), else ./checkpoints."
-    drive = Path("/content/drive/MyDrive")
-    folder = drive / name if drive.is_dir() else Path("checkpoints")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-# %% ../nbs/07a_training.ipynb #63fbd458
-CHECKPOINT_FORMAT = "transformer_nb.checkpoint"
-
-
-def model_config(model: nn.Module) -> dict:
-    "The model's config as a plain dict (what a checkpoint stores)."
-    return model.config_dict() if hasattr(model, "config_dict") else asdict(model.cfg)
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    "Load a checkpoint safely (weights_only=True) onto the CPU and check that it is one of ours."
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a checkpoint written by transformer_nb")
-    return ckpt
-
-
-def check_compatible(ckpt: dict, model: nn.Module) -> None:
-    "Raise a ValueError naming every config field in which `model` differs from the checkpoint's model."
-    kind = type(model).__name__
-    if ckpt["model_kind"] != kind:
-        raise ValueError(f"the checkpoint holds a {ckpt['model_kind']}, not a {kind}")
-    saved, current = ckpt["model_config"], model_config(model)
-    diffs = [f"{k} (checkpoint {saved.get(k)!r}, model {current.get(k)!r})"
-             for k in sorted(saved.keys() | current.keys()) if saved.get(k) != current.get(k)]
-    if diffs:
-        raise ValueError("the checkpoint was saved from a model with a different config: " + "; ".join(diffs))
+    return F.cross_entropy(wide_logits(model(x, x_pad)), c)
 
 # %% ../nbs/07a_training.ipynb #953a7fbf
-def to_device(batch, device: torch.device):
+def _to_device(batch, device: torch.device):
     "Move a tensor, or a tuple or list of tensors, to `device`."
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
-    return type(batch)(to_device(b, device) for b in batch)
+    return type(batch)(_to_device(b, device) for b in batch)
 
 
 def _first_tensor(batch) -> Tensor:
@@ -532,7 +407,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, loss_fn: Callable, train_batches: BatchSampler,
                  cfg: TrainConfig | None = None, val_batches: BatchSampler | None = None,
-                 tokenizer: Tokenizer | None = None):
+                 tokenizer: Tokenizer | None = None, optimizer: Callable = adamw):
         self.cfg = cfg = cfg or TrainConfig()
         torch.manual_seed(cfg.seed)  # dropout; the model was initialised (and seeded) by the caller
         random.seed(cfg.seed)
@@ -542,17 +417,21 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.device, cfg.precision)
         self.loss_fn, self.tokenizer = loss_fn, tokenizer
         self.train_batches, self.val_batches = train_batches, val_batches
-        groups = param_groups(model, cfg.weight_decay, cfg.decay_embeddings)
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                           fused=self.device.type == "cuda")
-        schedule = functools.partial(lr_multiplier, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
-                                     min_ratio=cfg.min_lr / cfg.lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.use_optimizer(optimizer(self.model, cfg))  # a factory: (model, cfg) -> it
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.forward_model = torch.compile(model) if cfg.compile else model
         self.step = 0
         self.history = {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []}
         self._snapshot = self._capture()
+
+    def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        "Train with `optimizer` under the config's warmup + cosine schedule (built here)."
+        cfg = self.cfg
+        schedule = functools.partial(lr_multiplier, warmup_steps=cfg.warmup_steps,
+                                     max_steps=cfg.max_steps,
+                                     min_ratio=cfg.min_lr / cfg.lr)
+        self.optimizer = optimizer
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     def _capture(self) -> dict:
         return {"rng": capture_rng(), "train_batches": self.train_batches.state_dict()}
@@ -563,7 +442,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
         for _ in range(self.cfg.grad_accum):
-            batch = to_device(self.train_batches.sample(), self.device)
+            batch = _to_device(self.train_batches.sample(), self.device)
             with autocast(self.device, self.amp_dtype):
                 loss = self.loss_fn(self.forward_model, batch) / self.cfg.grad_accum
             self.scaler.scale(loss).backward()
@@ -585,7 +464,7 @@ class Trainer:
         self.val_batches.reset()
         losses = []
         for _ in range(self.cfg.eval_batches):
-            batch = to_device(self.val_batches.sample(), self.device)
+            batch = _to_device(self.val_batches.sample(), self.device)
             with autocast(self.device, self.amp_dtype):
                 losses.append(self.loss_fn(self.forward_model, batch).item())
         self.model.train()
@@ -636,12 +515,12 @@ class Trainer:
 
     def state(self) -> dict:
         "Everything needed to continue exactly, as tensors and plain Python values."
-        return {"format": CHECKPOINT_FORMAT, "version": 1,
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                 "model_kind": type(self.model).__name__, "model_config": model_config(self.model),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "history": self.history, "train_config": asdict(self.cfg),
-                "tokenizer": None if self.tokenizer is None else tokenizer_to_json(self.tokenizer),
+                "tokenizer": self.tokenizer and self.tokenizer.to_json(),
                 **self._snapshot}
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -665,7 +544,7 @@ class Trainer:
         restore_rng(ckpt["rng"])
         self._snapshot = self._capture()
         if ckpt["tokenizer"] is not None and self.tokenizer is None:
-            self.tokenizer = tokenizer_from_json(ckpt["tokenizer"])
+            self.tokenizer = Tokenizer.from_json(ckpt["tokenizer"])
 
 # %% ../nbs/07a_training.ipynb #3bba16a6
 _MODEL_KINDS = {"DTransformer": (DTransformer, DTransformerConfig),
@@ -673,20 +552,23 @@ _MODEL_KINDS = {"DTransformer": (DTransformer, DTransformerConfig),
                 "EDTransformer": (EDTransformer, EDTransformerConfig)}
 
 
-def load_model(path: str | Path, device: str = "auto") -> tuple[nn.Module, Tokenizer | None]:
-    "The model stored in a checkpoint (in eval mode, on `device`) and its tokenizer (None if none was saved)."
+def load_model(path: str | Path,
+               device: str = "auto") -> tuple[nn.Module, Tokenizer | None]:
+    """The model stored in a checkpoint (in eval mode, on `device`) and its tokenizer
+    (None if none was saved)."""
     ckpt = read_checkpoint(path)
     kind, config = ckpt["model_kind"], dict(ckpt["model_config"])
     if kind == "SequenceClassifier":
         n_classes = config.pop("n_classes")
-        model = SequenceClassifier(ETransformer(ETransformerConfig(**config)), n_classes)
+        encoder = ETransformer(ETransformerConfig(**config))
+        model = SequenceClassifier(encoder, n_classes)
     elif kind in _MODEL_KINDS:
         cls, cfg_cls = _MODEL_KINDS[kind]
         model = cls(cfg_cls(**config))
     else:
         raise ValueError(f"unknown model kind {kind!r} in {path}")
     model.load_state_dict(ckpt["model"])
-    tokenizer = None if ckpt["tokenizer"] is None else tokenizer_from_json(ckpt["tokenizer"])
+    tokenizer = ckpt["tokenizer"] and Tokenizer.from_json(ckpt["tokenizer"])
     return model.to(pick_device(device)).eval(), tokenizer
 
 # %% ../nbs/07a_training.ipynb #7ecd8873
