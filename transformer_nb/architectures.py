@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .paper import algorithm
 from transformer_nb.components import (
-    LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding, TokenEmbedding, Unembedding,
+    AttentionCache, LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding, TokenEmbedding, Unembedding,
     bidirectional_mask, causal_mask, check_length, check_shape, cross_mask, layer_norm_ref, mh_attention_ref,
     positional_embedding_ref, token_embedding_ref,
 )
@@ -23,7 +23,7 @@ from transformer_nb.components import (
 __all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'TransformerConfig', 'DTransformerConfig',
            'ETransformerConfig', 'EDTransformerConfig', 'LayerParams', 'TransformerParams', 'embed_ref',
            'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref', 'ed_transformer_ref', 'e_transformer_ref',
-           'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'run_stack', 'Embedding', 'init_weights',
+           'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'KVCache', 'run_stack', 'Embedding', 'init_weights',
            'deepnorm_constants', 'deepnorm_init', 'DTransformer', 'ETransformer', 'EDTransformer', 'paper_params',
            'layer_diagram', 'draw_layer', 'count_parameters', 'famous_configs', 'build', 'Link', 'load_links',
            'export_links', 'links_table', 'gpt2_config', 'gpt2_links', 'from_gpt2', 'to_gpt2', 'bert_config',
@@ -263,37 +263,44 @@ class Residual(nn.Module):
         self.placement, self.alpha = cfg.norm, alpha
         self.sublayer = sublayer
         self.norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias)
-        self.norm_out = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias) if cfg.norm == "peri" else None
+        peri = cfg.norm == "peri"
+        self.norm_out = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias) if peri else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, *args, dual: Tensor | None = None, **kwargs):
         if self.placement == "pre":
             return x + self.dropout(self.sublayer(self.norm(x), *args, **kwargs))
         if self.placement == "peri":
-            return x + self.dropout(self.norm_out(self.sublayer(self.norm(x), *args, **kwargs)))
+            f = self.sublayer(self.norm(x), *args, **kwargs)
+            return x + self.dropout(self.norm_out(f))
         out = self.dropout(self.sublayer(x, *args, **kwargs))
         if self.placement == "resi":
             return self.norm(x + out), dual + out
         return self.norm(self.alpha * x + out)  # post (alpha = 1) and deepnorm
 
-
+# %% ../nbs/06_architectures.ipynb #06507277
 class Layer(nn.Module):
     "One layer: self-attention (causal for decoders), cross-attention if `cross`, then the MLP."
 
-    def __init__(self, cfg: TransformerConfig, causal: bool, cross: bool = False, alpha: float = 1.0):
+    def __init__(self, cfg: TransformerConfig, causal: bool, cross: bool = False,
+                 alpha: float = 1.0):
         super().__init__()
         self.causal = causal
         self.attn = Residual(cfg, MultiHeadAttention(cfg.d_e, cfg.H, bias=cfg.bias), alpha)
-        cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias) if cross else None
+        if cross:
+            cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias)
         self.cross = Residual(cfg, cross_attn, alpha) if cross else None
         self.mlp = Residual(cfg, MLP(cfg), alpha)
 
     def forward(self, x: Tensor, z: Tensor | None = None, x_padding: Tensor | None = None,
-                z_padding: Tensor | None = None, dual: Tensor | None = None):
-        "The layer's output; with ResiDual, pass the dual stream as `dual` and get (x, dual) back."
-        x, dual = _apply(self.attn, x, dual, causal=self.causal, padding_mask=x_padding)
+                z_padding: Tensor | None = None, dual: Tensor | None = None,
+                cache: tuple | None = None):
+        """The layer's output; with ResiDual, pass the dual stream as `dual` and get (x, dual) back.
+        `cache`: this layer's (self-attention, cross-attention) `AttentionCache`s."""
+        own, ctx = ({}, {}) if cache is None else ({"cache": cache[0]}, {"cache": cache[1]})
+        x, dual = _apply(self.attn, x, dual, causal=self.causal, padding_mask=x_padding, **own)
         if self.cross is not None:
-            x, dual = _apply(self.cross, x, dual, z, padding_mask=z_padding)
+            x, dual = _apply(self.cross, x, dual, z, padding_mask=z_padding, **ctx)
         x, dual = _apply(self.mlp, x, dual)
         return x if dual is None else (x, dual)
 
@@ -303,34 +310,65 @@ def _apply(residual: Residual, x: Tensor, dual: Tensor | None, *args, **kwargs):
         return residual(x, *args, **kwargs), None
     return residual(x, *args, dual=dual, **kwargs)
 
+# %% ../nbs/06_architectures.ipynb #a355a2da
+class KVCache:
+    """The attention caches of a stack of layers: per layer, self-attention keys and values for up
+    to `capacity` positions and, with `cross`, the context's keys and values for cross-attention."""
 
-def run_stack(layers: nn.ModuleList, h: Tensor, final_norm: LayerNorm | None, resi: bool, **kwargs) -> Tensor:
-    "Run `h` through `layers`, then the final norm. ResiDual carries a second stream and returns h + LN(dual)."
+    def __init__(self, n_layers: int, capacity: int, cross: bool = False):
+        self.layers = [(AttentionCache(capacity), AttentionCache(0, static=True) if cross else None)
+                       for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        "How many positions the self-attention caches hold."
+        return self.layers[0][0].length if self.layers else 0
+
+    def reorder(self, index: Tensor) -> None:
+        "Keep the batch rows `index` in every cache (beam search)."
+        for pair in self.layers:
+            for c in pair:
+                if c is not None:
+                    c.reorder(index)
+
+
+def run_stack(layers: nn.ModuleList, h: Tensor, final_norm: LayerNorm | None, resi: bool,
+              cache: KVCache | None = None, **kwargs) -> Tensor:
+    """Run `h` through `layers`, then the final norm; each layer reads and extends its part of `cache`.
+    ResiDual carries a second stream and returns h + LN(dual)."""
+    caches = [None] * len(layers) if cache is None else cache.layers
     if resi:
         dual = h  # the dual stream starts at the embeddings
-        for layer in layers:
-            h, dual = layer(h, dual=dual, **kwargs)
+        for layer, c in zip(layers, caches):
+            h, dual = layer(h, dual=dual, cache=c, **kwargs)
         return h + final_norm(dual)
-    for layer in layers:
-        h = layer(h, **kwargs)
+    for layer, c in zip(layers, caches):
+        h = layer(h, cache=c, **kwargs)
     return final_norm(h) if final_norm is not None else h
 
-
+# %% ../nbs/06_architectures.ipynb #1efb25ca
 class Embedding(nn.Module):
-    "Equation (1), batched: token ids (B, T) -> W_e[:, x[t]] + W_p[:, t], shape (B, T, d_e); BERT adds a layer norm."
+    """Equation (1), batched: token ids (B, T) -> W_e[:, x[t]] + W_p[:, t], shape (B, T, d_e).
+    `positions` (T,) or (B, T) replaces t = 0, ..., T-1 (a cache, left padding). BERT adds a norm."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.tok = TokenEmbedding(cfg.N_V, cfg.d_e)
-        self.pos = PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions, cfg.sinusoid_base, cfg.sinusoid_convention)
+        self.pos = PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions, cfg.sinusoid_base,
+                                       cfg.sinusoid_convention)
         self.norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias) if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, ids: Tensor, offset: int = 0) -> Tensor:
+    def forward(self, ids: Tensor, positions: Tensor | None = None) -> Tensor:
         check_shape(ids, (None, None), "token ids (batch, length)")
         if ids.shape[1] == 0:
             raise ValueError("the sequences are empty: a transformer needs at least one token")
-        e = self.tok(ids) + self.pos(ids.shape[1], offset)
+        if positions is None:
+            e = self.tok(ids) + self.pos(ids.shape[1])
+        else:
+            if not torch.compiler.is_compiling():  # reading values back would break a graph
+                check_length(int(positions.max()) + 1, self.pos.l_max, "positions")
+            e = self.tok(ids) + self.pos.weight[positions]
         return self.dropout(self.norm(e) if self.norm is not None else e)
 
 # %% ../nbs/06_architectures.ipynb #25a310ca
@@ -361,7 +399,7 @@ def deepnorm_constants(stack: str, N: int = 0, M: int = 0) -> tuple[float, float
 
 
 def deepnorm_init(layers: nn.ModuleList, beta: float) -> None:
-    "Xavier-normal weights; the value, output and MLP maps with gain beta (queries and keys with gain 1)."
+    "Xavier-normal weights; the value, output and MLP maps with gain beta (queries and keys gain 1)."
     for layer in layers:
         for residual in (layer.attn, layer.cross, layer.mlp):
             if residual is None:
@@ -371,19 +409,43 @@ def deepnorm_init(layers: nn.ModuleList, beta: float) -> None:
                 nn.init.xavier_normal_(f.W_mlp1.weight, gain=beta)
                 nn.init.xavier_normal_(f.W_mlp2.weight, gain=beta)
                 continue
-            fused = f.kv if f.cross else f.qkv
-            n_v = f.H * f.d_mid  # the value rows come last in qkv and in kv
+            rows = f.fused_rows()
+            fused, v_rows = rows["v"]  # the map holding W_v (qkv, or kv for cross-attention)
             with torch.no_grad():
                 nn.init.xavier_normal_(fused.weight)
-                fused.weight[-n_v:] = nn.init.xavier_normal_(torch.empty_like(fused.weight[-n_v:]), gain=beta)
+                W_v = torch.empty_like(fused.weight[v_rows])
+                fused.weight[v_rows] = nn.init.xavier_normal_(W_v, gain=beta)
                 if f.cross:
-                    nn.init.xavier_normal_(f.q.weight)
+                    nn.init.xavier_normal_(rows["q"][0].weight)
             nn.init.xavier_normal_(f.o.weight, gain=beta)
 
-
+# %% ../nbs/06_architectures.ipynb #a0a0cc46
 def _final_norm(cfg: TransformerConfig) -> LayerNorm | None:
-    "The norm after the last layer: present if `final_norm`, and always for ResiDual (it normalises the dual stream)."
-    return LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias) if cfg.final_norm or cfg.norm == "resi" else None
+    "The norm after the last layer: if `final_norm`, and always for ResiDual (the dual stream's)."
+    resi = cfg.norm == "resi"
+    return LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias) if cfg.final_norm or resi else None
+
+
+def _stack(cfg: TransformerConfig, stack: str, N: int = 0, M: int = 0) -> nn.ModuleList:
+    """The layers of one stack ('encoder-only', 'decoder-only', 'encoder' or 'decoder'), with
+    DeepNorm's alpha in their residual connections; its beta is kept for `_initialise`."""
+    deep = cfg.norm == "deepnorm"
+    alpha, beta = deepnorm_constants(stack, N, M) if deep else (1.0, 1.0)
+    decoder = stack.startswith("decoder")
+    layers = nn.ModuleList(Layer(cfg, causal=decoder, cross=stack == "decoder", alpha=alpha)
+                           for _ in range(M if decoder else N))
+    layers.deepnorm_beta = beta
+    return layers
+
+
+def _initialise(model: nn.Module, cfg: TransformerConfig, *stacks: nn.ModuleList) -> None:
+    "What every constructor ends with: the initial weights, DeepNorm's gains, W_u tied to W_e."
+    init_weights(model, cfg, sum(len(s) for s in stacks))
+    if cfg.norm == "deepnorm":
+        for layers in stacks:
+            deepnorm_init(layers, layers.deepnorm_beta)
+    if cfg.tie_embeddings:
+        model.unembed.W_u.weight = model.embed.tok.weight  # W_u = W_e^T: one matrix, two uses
 
 # %% ../nbs/06_architectures.ipynb #9e2e8f09
 class DTransformer(nn.Module):
@@ -393,18 +455,20 @@ class DTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = Embedding(cfg)
-        alpha, beta = deepnorm_constants("decoder-only", M=cfg.L) if cfg.norm == "deepnorm" else (1.0, 1.0)
-        self.layers = nn.ModuleList(Layer(cfg, causal=True, alpha=alpha) for _ in range(cfg.L))
+        self.layers = _stack(cfg, "decoder-only", M=cfg.L)
         self.final_norm = _final_norm(cfg)
         self.unembed = Unembedding(cfg.d_e, cfg.N_V, bias=cfg.unembed_bias)
-        init_weights(self, cfg, cfg.L)
-        if cfg.norm == "deepnorm":
-            deepnorm_init(self.layers, beta)
-        if cfg.tie_embeddings:
-            self.unembed.W_u.weight = self.embed.tok.weight  # W_u = W_e^T: one matrix, two uses
+        _initialise(self, cfg, self.layers)
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        h = run_stack(self.layers, self.embed(x), self.final_norm, self.cfg.norm == "resi", x_padding=padding_mask)
+    def forward(self, x: Tensor, padding_mask: Tensor | None = None, *,
+                cache: KVCache | None = None, positions: Tensor | None = None) -> Tensor:
+        """Logits (B, T, N_V). With a `KVCache(L, l_max)`, x holds only the new tokens: they
+        sit at the positions after the cached ones (or at `positions`), attend to every cached
+        position, and are appended; `padding_mask` then covers the cached positions too."""
+        if cache is not None and positions is None:
+            positions = torch.arange(cache.length, cache.length + x.shape[1], device=x.device)
+        h = run_stack(self.layers, self.embed(x, positions), self.final_norm,
+                      self.cfg.norm == "resi", cache=cache, x_padding=padding_mask)
         return self.unembed(h)
 
 # %% ../nbs/06_architectures.ipynb #d7a2f8cc
@@ -413,26 +477,23 @@ class ETransformer(nn.Module):
 
     def __init__(self, cfg: ETransformerConfig):
         super().__init__()
+        if cfg.tie_embeddings and cfg.d_f != cfg.d_e:
+            raise ValueError(f"tie_embeddings needs d_f == d_e, got d_f = {cfg.d_f}, "
+                             f"d_e = {cfg.d_e}")
         self.cfg = cfg
         self.embed = Embedding(cfg)
-        alpha, beta = deepnorm_constants("encoder-only", N=cfg.L) if cfg.norm == "deepnorm" else (1.0, 1.0)
-        self.layers = nn.ModuleList(Layer(cfg, causal=False, alpha=alpha) for _ in range(cfg.L))
+        self.layers = _stack(cfg, "encoder-only", N=cfg.L)
         self.final_norm = _final_norm(cfg)
         self.W_f = nn.Linear(cfg.d_e, cfg.d_f, bias=cfg.bias)
         self.head_act = ACTIVATIONS[cfg.activation]
         self.head_norm = LayerNorm(cfg.d_f, eps=cfg.eps, bias=cfg.bias)
         self.unembed = Unembedding(cfg.d_f, cfg.N_V, bias=cfg.unembed_bias)
-        init_weights(self, cfg, cfg.L)
-        if cfg.norm == "deepnorm":
-            deepnorm_init(self.layers, beta)
-        if cfg.tie_embeddings:
-            if cfg.d_f != cfg.d_e:
-                raise ValueError(f"tie_embeddings needs d_f == d_e, got d_f = {cfg.d_f}, d_e = {cfg.d_e}")
-            self.unembed.W_u.weight = self.embed.tok.weight
+        _initialise(self, cfg, self.layers)
 
     def hidden_states(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         "The encoder's output (B, T, d_e), before the output head."
-        return run_stack(self.layers, self.embed(x), self.final_norm, self.cfg.norm == "resi", x_padding=padding_mask)
+        return run_stack(self.layers, self.embed(x), self.final_norm, self.cfg.norm == "resi",
+                         x_padding=padding_mask)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         h = self.head_norm(self.head_act(self.W_f(self.hidden_states(x, padding_mask))))
@@ -440,37 +501,35 @@ class ETransformer(nn.Module):
 
 # %% ../nbs/06_architectures.ipynb #f51f9574
 class EDTransformer(nn.Module):
-    "Algorithm 8, batched: context z (B, T_z) and primary x (B, T_x) token ids -> logits (B, T_x, N_V)."
+    "Algorithm 8, batched: context z (B, T_z), primary x (B, T_x) token ids -> logits (B, T_x, N_V)."
 
     def __init__(self, cfg: EDTransformerConfig):
         super().__init__()
         self.cfg = cfg
         self.embed = Embedding(cfg)  # shared by z and x, as in the paper
-        deep = cfg.norm == "deepnorm"
-        (a_enc, b_enc), (a_dec, b_dec) = ((deepnorm_constants(s, cfg.L_enc, cfg.L_dec) for s in ("encoder", "decoder"))
-                                          if deep else ((1.0, 1.0), (1.0, 1.0)))
-        self.encoder = nn.ModuleList(Layer(cfg, causal=False, alpha=a_enc) for _ in range(cfg.L_enc))
-        self.decoder = nn.ModuleList(Layer(cfg, causal=True, cross=True, alpha=a_dec) for _ in range(cfg.L_dec))
+        self.encoder = _stack(cfg, "encoder", cfg.L_enc, cfg.L_dec)
+        self.decoder = _stack(cfg, "decoder", cfg.L_enc, cfg.L_dec)
         self.enc_norm, self.dec_norm = _final_norm(cfg), _final_norm(cfg)
         self.unembed = Unembedding(cfg.d_e, cfg.N_V, bias=cfg.unembed_bias)
-        init_weights(self, cfg, cfg.L_enc + cfg.L_dec)
-        if deep:
-            deepnorm_init(self.encoder, b_enc)
-            deepnorm_init(self.decoder, b_dec)
-        if cfg.tie_embeddings:
-            self.unembed.W_u.weight = self.embed.tok.weight
+        _initialise(self, cfg, self.encoder, self.decoder)
 
     def encode(self, z: Tensor, z_padding: Tensor | None = None) -> Tensor:
         "The encoded context Z, shape (B, T_z, d_e)."
-        return run_stack(self.encoder, self.embed(z), self.enc_norm, self.cfg.norm == "resi", x_padding=z_padding)
+        return run_stack(self.encoder, self.embed(z), self.enc_norm, self.cfg.norm == "resi",
+                         x_padding=z_padding)
 
     def decode(self, x: Tensor, Z: Tensor, x_padding: Tensor | None = None,
-               z_padding: Tensor | None = None) -> Tensor:
-        "Logits (B, T_x, N_V) for the primary sequence x, attending to the encoded context Z."
+               z_padding: Tensor | None = None, *, cache: KVCache | None = None,
+               positions: Tensor | None = None) -> Tensor:
+        """Logits (B, T_x, N_V) for the primary sequence x, attending to the encoded context Z.
+        A `KVCache(L_dec, l_max, cross=True)` works as in `DTransformer` and keeps Z's keys and values too."""
         if Z.shape[0] != x.shape[0]:
             raise ValueError(f"z and x have different batch sizes: {Z.shape[0]} and {x.shape[0]}")
-        h = run_stack(self.decoder, self.embed(x), self.dec_norm, self.cfg.norm == "resi", z=Z,
-                      x_padding=x_padding, z_padding=z_padding)
+        if cache is not None and positions is None:
+            positions = torch.arange(cache.length, cache.length + x.shape[1], device=x.device)
+        h = run_stack(self.decoder, self.embed(x, positions), self.dec_norm,
+                      self.cfg.norm == "resi", cache=cache, z=Z, x_padding=x_padding,
+                      z_padding=z_padding)
         return self.unembed(h)
 
     def forward(self, z: Tensor, x: Tensor, z_padding: Tensor | None = None,
