@@ -304,7 +304,8 @@ class MultiHeadAttention(nn.Module):
 
 # %% ../nbs/05_components.ipynb #694bc05a
 def _heads(t: Tensor, H: int) -> Tensor:
-    return rearrange(t, "b l (h d) -> b h l d", h=H)
+    "(B, l, H*d) -> (B, H, l, d): one block per head (a view, as rearrange 'b l (h d) -> b h l d')."
+    return t.view(t.shape[0], t.shape[1], H, -1).transpose(1, 2)
 
 
 def _project(self: MultiHeadAttention, x: Tensor, z: Tensor,
@@ -364,7 +365,7 @@ def _forward(self: MultiHeadAttention, x: Tensor, z: Tensor | None = None, *,
     if empty is not None:
         out = out.masked_fill(empty, 0.0)
         weights = None if weights is None else weights.masked_fill(empty, 0.0)
-    y = self.o(rearrange(out, "b h l d -> b l (h d)"))  # stack the heads, then W_o
+    y = self.o(out.transpose(1, 2).flatten(2))  # stack the heads (b h l d -> b l (h d)), W_o
     return (y, weights) if need_weights else y
 
 
