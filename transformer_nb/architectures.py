@@ -191,39 +191,42 @@ def mlp_ref(X: Tensor, p: LayerParams, act) -> Tensor:
 
 # %% ../nbs/06_architectures.ipynb #65c50b95
 def encoder_layer_ref(X: Tensor, p: LayerParams, eps: float, act) -> Tensor:
-    "One Post-LN encoder layer, as in Algorithms 8 and 9."
-    X = X + mh_attention_ref(X, X, p.attn, bidirectional_mask(X.shape[1]))
-    X = layer_norm_columns_ref(X, p.gamma1, p.beta1, eps)
-    X = X + mlp_ref(X, p, act)
-    return layer_norm_columns_ref(X, p.gamma2, p.beta2, eps)
+    "One Post-LN encoder layer: lines 5-8 of Algorithm 8, and the same lines of Algorithm 9."
+    X = X + mh_attention_ref(X, X, p.attn, bidirectional_mask(X.shape[1]))  # line 5
+    X = layer_norm_columns_ref(X, p.gamma1, p.beta1, eps)  # line 6
+    X = X + mlp_ref(X, p, act)  # line 7
+    return layer_norm_columns_ref(X, p.gamma2, p.beta2, eps)  # line 8
 
 
 @algorithm(8, "EDTransformer", batched="architectures.EDTransformer")
 def ed_transformer_ref(z: list[int], x: list[int], theta: TransformerParams, eps: float = 0.0,
                        act=relu_ref) -> Tensor:
-    "Algorithm 8: P (N_V, length(x)); column t is the distribution of x[t+1] given x[:t+1] and the context z."
-    Z = embed_ref(z, theta.W_e, theta.W_p)  # line 1
-    for p in theta.enc_layers:  # lines 2-4
-        Z = encoder_layer_ref(Z, p, eps, act)
-    X = embed_ref(x, theta.W_e, theta.W_p)  # line 5
+    "Algorithm 8: P (N_V, length(x)); column t: the distribution of x[t+1] given x[:t+1], z."
+    Z = embed_ref(z, theta.W_e, theta.W_p)  # lines 1-3
+    for p in theta.enc_layers:  # line 4 (line 9 ends the loop)
+        Z = encoder_layer_ref(Z, p, eps, act)  # lines 5-8
+    X = embed_ref(x, theta.W_e, theta.W_p)  # lines 10-12
     l_x, l_z = X.shape[1], Z.shape[1]
-    for p in theta.layers:  # line 6
-        X = layer_norm_columns_ref(X + mh_attention_ref(X, X, p.attn, causal_mask(l_x)), p.gamma1, p.beta1, eps)  # 7
-        X = X + mh_attention_ref(X, Z, p.cross, cross_mask(l_z, l_x))  # line 8
-        X = layer_norm_columns_ref(X, p.gamma_cross, p.beta_cross, eps)
-        X = layer_norm_columns_ref(X + mlp_ref(X, p, act), p.gamma2, p.beta2, eps)  # line 9
-    return torch.softmax(theta.W_u @ X, dim=0)  # line 10
+    for p in theta.layers:  # line 13 (line 20 ends the loop)
+        X = X + mh_attention_ref(X, X, p.attn, causal_mask(l_x))  # line 14
+        X = layer_norm_columns_ref(X, p.gamma1, p.beta1, eps)  # line 15
+        X = X + mh_attention_ref(X, Z, p.cross, cross_mask(l_z, l_x))  # line 16
+        X = layer_norm_columns_ref(X, p.gamma_cross, p.beta_cross, eps)  # line 17
+        X = X + mlp_ref(X, p, act)  # line 18
+        X = layer_norm_columns_ref(X, p.gamma2, p.beta2, eps)  # line 19
+    return torch.softmax(theta.W_u @ X, dim=0)  # line 21
 
 # %% ../nbs/06_architectures.ipynb #e8b618dd
 @algorithm(9, "ETransformer", batched="architectures.ETransformer")
-def e_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0, act=gelu_ref) -> Tensor:
+def e_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
+                      act=gelu_ref) -> Tensor:
     "Algorithm 9: P (N_V, length(x)), column t a distribution over the vocabulary for position t."
-    X = embed_ref(x, theta.W_e, theta.W_p)  # line 1
-    for p in theta.layers:  # lines 2-7
-        X = encoder_layer_ref(X, p, eps, act)
-    X = gelu_ref(theta.W_f @ X + theta.b_f[:, None])  # line 8
-    X = layer_norm_columns_ref(X, theta.gamma, theta.beta, eps)  # line 9
-    return torch.softmax(theta.W_u @ X, dim=0)  # line 10
+    X = embed_ref(x, theta.W_e, theta.W_p)  # lines 1-3
+    for p in theta.layers:  # line 4 (line 9 ends the loop)
+        X = encoder_layer_ref(X, p, eps, act)  # lines 5-8
+    X = gelu_ref(theta.W_f @ X + theta.b_f[:, None])  # line 10
+    X = layer_norm_columns_ref(X, theta.gamma, theta.beta, eps)  # line 11
+    return torch.softmax(theta.W_u @ X, dim=0)  # line 12
 
 # %% ../nbs/06_architectures.ipynb #f1e928d0
 @algorithm(10, "DTransformer", batched="architectures.DTransformer")

@@ -52,7 +52,7 @@ def d_inference_ref(x: list[int], theta: TransformerParams, l_gen: int, tau: flo
         p = P[:, l + i - 2]  # line 4: the paper's column l+i-1, 0-based
         y = sample_ref(p, tau, generator)  # line 5
         x = x + [y]  # line 6
-    return x[l:l + l_gen]  # line 7
+    return x[l:l + l_gen]  # line 8
 
 # %% ../nbs/07b_inference.ipynb #ef5563c9
 @algorithm(15, "EDInference", batched="inference.ed_generate")
@@ -70,7 +70,7 @@ def ed_inference_ref(z: list[int], theta: TransformerParams, bos_token: int, eos
         p = P[:, len(x_hat) - 1]  # line 5: the paper's column length(x_hat), 0-based
         y = sample_ref(p, tau, generator)  # line 6
         x_hat = x_hat + [y]  # line 7
-    return x_hat  # line 8
+    return x_hat  # line 9
 
 # %% ../nbs/07b_inference.ipynb #5b8c88d0
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
