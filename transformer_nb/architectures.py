@@ -14,8 +14,9 @@ from torch import Tensor, nn
 
 from .paper import algorithm
 from transformer_nb.components import (
-    AttentionCache, LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding, TokenEmbedding, Unembedding,
-    bidirectional_mask, causal_mask, check_length, check_shape, cross_mask, layer_norm_ref, mh_attention_ref,
+    AttentionCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
+    PositionalEmbedding, TokenEmbedding, Unembedding, bidirectional_mask, causal_mask,
+    check_length, check_shape, cross_mask, layer_norm_ref, mh_attention_ref,
     positional_embedding_ref, token_embedding_ref,
 )
 
@@ -191,7 +192,8 @@ def mlp_ref(X: Tensor, p: LayerParams, act) -> Tensor:
 
 # %% ../nbs/06_architectures.ipynb #65c50b95
 def encoder_layer_ref(X: Tensor, p: LayerParams, eps: float, act) -> Tensor:
-    "One Post-LN encoder layer: lines 5-8 of Algorithm 8, and the same lines of Algorithm 9."
+    """One Post-LN encoder layer: lines 5-8 of Algorithm 8, and the same lines of
+    Algorithm 9."""
     X = X + mh_attention_ref(X, X, p.attn, bidirectional_mask(X.shape[1]))  # line 5
     X = layer_norm_columns_ref(X, p.gamma1, p.beta1, eps)  # line 6
     X = X + mlp_ref(X, p, act)  # line 7
@@ -199,9 +201,10 @@ def encoder_layer_ref(X: Tensor, p: LayerParams, eps: float, act) -> Tensor:
 
 
 @algorithm(8, "EDTransformer", batched="architectures.EDTransformer")
-def ed_transformer_ref(z: list[int], x: list[int], theta: TransformerParams, eps: float = 0.0,
-                       act=relu_ref) -> Tensor:
-    "Algorithm 8: P (N_V, length(x)); column t: the distribution of x[t+1] given x[:t+1], z."
+def ed_transformer_ref(z: list[int], x: list[int], theta: TransformerParams,
+                       eps: float = 0.0, act=relu_ref) -> Tensor:
+    """Algorithm 8: P (N_V, length(x)); column t: the distribution of x[t+1] given
+    x[:t+1], z."""
     Z = embed_ref(z, theta.W_e, theta.W_p)  # lines 1-3
     for p in theta.enc_layers:  # line 4 (line 9 ends the loop)
         Z = encoder_layer_ref(Z, p, eps, act)  # lines 5-8
@@ -220,7 +223,8 @@ def ed_transformer_ref(z: list[int], x: list[int], theta: TransformerParams, eps
 @algorithm(9, "ETransformer", batched="architectures.ETransformer")
 def e_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
                       act=gelu_ref) -> Tensor:
-    "Algorithm 9: P (N_V, length(x)), column t a distribution over the vocabulary for position t."
+    """Algorithm 9: P (N_V, length(x)), column t a distribution over the vocabulary for
+    position t."""
     X = embed_ref(x, theta.W_e, theta.W_p)  # lines 1-3
     for p in theta.layers:  # line 4 (line 9 ends the loop)
         X = encoder_layer_ref(X, p, eps, act)  # lines 5-8
@@ -257,9 +261,10 @@ class MLP(nn.Module):
 
 
 class Residual(nn.Module):
-    """A sublayer f with its residual connection and layer norm(s), in the order `cfg.norm` names:
-    post: x <- LN(x + f(x));  pre: x <- x + f(LN(x));  peri: x <- x + LN_out(f(LN(x)));
-    deepnorm: x <- LN(alpha x + f(x));  resi: x <- LN(x + f(x)) and the dual stream d <- d + f(x)."""
+    """A sublayer f with its residual connection and layer norm(s), in the order
+    `cfg.norm` names: post: x <- LN(x + f(x));  pre: x <- x + f(LN(x));  peri: x <- x
+    + LN_out(f(LN(x))); deepnorm: x <- LN(alpha x + f(x));  resi: x <- LN(x + f(x))
+    and the dual stream d <- d + f(x)."""
 
     def __init__(self, cfg: TransformerConfig, sublayer: nn.Module, alpha: float = 1.0):
         super().__init__()
@@ -283,25 +288,29 @@ class Residual(nn.Module):
 
 # %% ../nbs/06_architectures.ipynb #06507277
 class Layer(nn.Module):
-    "One layer: self-attention (causal for decoders), cross-attention if `cross`, then the MLP."
+    """One layer: self-attention (causal for decoders), cross-attention if `cross`, then
+    the MLP."""
 
     def __init__(self, cfg: TransformerConfig, causal: bool, cross: bool = False,
                  alpha: float = 1.0):
         super().__init__()
         self.causal = causal
-        self.attn = Residual(cfg, MultiHeadAttention(cfg.d_e, cfg.H, bias=cfg.bias), alpha)
+        attn = MultiHeadAttention(cfg.d_e, cfg.H, bias=cfg.bias)
+        self.attn = Residual(cfg, attn, alpha)
         if cross:
             cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias)
         self.cross = Residual(cfg, cross_attn, alpha) if cross else None
         self.mlp = Residual(cfg, MLP(cfg), alpha)
 
-    def forward(self, x: Tensor, z: Tensor | None = None, x_padding: Tensor | None = None,
-                z_padding: Tensor | None = None, dual: Tensor | None = None,
-                cache: tuple | None = None):
-        """The layer's output; with ResiDual, pass the dual stream as `dual` and get (x, dual) back.
-        `cache`: this layer's (self-attention, cross-attention) `AttentionCache`s."""
-        own, ctx = ({}, {}) if cache is None else ({"cache": cache[0]}, {"cache": cache[1]})
-        x, dual = _apply(self.attn, x, dual, causal=self.causal, padding_mask=x_padding, **own)
+    def forward(self, x: Tensor, z: Tensor | None = None,
+                x_padding: Tensor | None = None, z_padding: Tensor | None = None,
+                dual: Tensor | None = None, cache: tuple | None = None):
+        """The layer's output; with ResiDual, pass the dual stream as `dual` and get (x,
+        dual) back. `cache`: this layer's (self-attention, cross-attention)
+        `AttentionCache`s."""
+        own, ctx = ({}, {}) if cache is None else ({"cache": c} for c in cache)
+        x, dual = _apply(self.attn, x, dual, causal=self.causal, padding_mask=x_padding,
+                         **own)
         if self.cross is not None:
             x, dual = _apply(self.cross, x, dual, z, padding_mask=z_padding, **ctx)
         x, dual = _apply(self.mlp, x, dual)
@@ -315,12 +324,13 @@ def _apply(residual: Residual, x: Tensor, dual: Tensor | None, *args, **kwargs):
 
 # %% ../nbs/06_architectures.ipynb #a355a2da
 class KVCache:
-    """The attention caches of a stack of layers: per layer, self-attention keys and values for up
-    to `capacity` positions and, with `cross`, the context's keys and values for cross-attention."""
+    """The attention caches of a stack of layers: per layer, self-attention keys and
+    values for up to `capacity` positions and, with `cross`, the context's keys and
+    values for cross-attention."""
 
     def __init__(self, n_layers: int, capacity: int, cross: bool = False):
-        self.layers = [(AttentionCache(capacity), AttentionCache(0, static=True) if cross else None)
-                       for _ in range(n_layers)]
+        ctx = lambda: AttentionCache(0, static=True) if cross else None
+        self.layers = [(AttentionCache(capacity), ctx()) for _ in range(n_layers)]
 
     @property
     def length(self) -> int:
@@ -335,10 +345,10 @@ class KVCache:
                     c.reorder(index)
 
 
-def run_stack(layers: nn.ModuleList, h: Tensor, final_norm: LayerNorm | None, resi: bool,
-              cache: KVCache | None = None, **kwargs) -> Tensor:
-    """Run `h` through `layers`, then the final norm; each layer reads and extends its part of `cache`.
-    ResiDual carries a second stream and returns h + LN(dual)."""
+def run_stack(layers: nn.ModuleList, h: Tensor, final_norm: LayerNorm | None,
+              resi: bool, cache: KVCache | None = None, **kwargs) -> Tensor:
+    """Run `h` through `layers`, then the final norm; each layer reads and extends its
+    part of `cache`. ResiDual carries a second stream and returns h + LN(dual)."""
     caches = [None] * len(layers) if cache is None else cache.layers
     if resi:
         dual = h  # the dual stream starts at the embeddings
@@ -351,25 +361,29 @@ def run_stack(layers: nn.ModuleList, h: Tensor, final_norm: LayerNorm | None, re
 
 # %% ../nbs/06_architectures.ipynb #1efb25ca
 class Embedding(nn.Module):
-    """Equation (1), batched: token ids (B, T) -> W_e[:, x[t]] + W_p[:, t], shape (B, T, d_e).
-    `positions` (T,) or (B, T) replaces t = 0, ..., T-1 (a cache, left padding). BERT adds a norm."""
+    """Equation (1), batched: token ids (B, T) -> W_e[:, x[t]] + W_p[:, t], shape (B, T,
+    d_e). `positions` (T,) or (B, T) replaces t = 0, ..., T-1 (a cache, left
+    padding). BERT adds a norm."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.tok = TokenEmbedding(cfg.N_V, cfg.d_e)
-        self.pos = PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions, cfg.sinusoid_base,
-                                       cfg.sinusoid_convention)
-        self.norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias) if cfg.embed_norm else None
+        self.pos = PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions,
+                                       cfg.sinusoid_base, cfg.sinusoid_convention)
+        norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias)
+        self.norm = norm if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, ids: Tensor, positions: Tensor | None = None) -> Tensor:
         check_shape(ids, (None, None), "token ids (batch, length)")
         if ids.shape[1] == 0:
-            raise ValueError("the sequences are empty: a transformer needs at least one token")
+            raise ValueError("the sequences are empty: "
+                             "a transformer needs at least one token")
         if positions is None:
             e = self.tok(ids) + self.pos(ids.shape[1])
         else:
-            if not torch.compiler.is_compiling():  # reading values back would break a graph
+            # reading values back would break a graph
+            if not torch.compiler.is_compiling():
                 check_length(int(positions.max()) + 1, self.pos.l_max, "positions")
             e = self.tok(ids) + self.pos.weight[positions]
         return self.dropout(self.norm(e) if self.norm is not None else e)
@@ -389,7 +403,8 @@ def init_weights(model: nn.Module, cfg: TransformerConfig, n_layers: int) -> Non
 
 # %% ../nbs/06_architectures.ipynb #cf813d07
 def deepnorm_constants(stack: str, N: int = 0, M: int = 0) -> tuple[float, float]:
-    "DeepNorm's (alpha, beta) for an encoder-only (N layers), decoder-only (M layers) or enc-dec stack."
+    """DeepNorm's (alpha, beta) for an encoder-only (N layers), decoder-only (M layers)
+    or enc-dec stack."""
     if stack == "encoder-only":
         return (2 * N) ** 0.25, (8 * N) ** -0.25
     if stack == "decoder-only":
@@ -398,11 +413,13 @@ def deepnorm_constants(stack: str, N: int = 0, M: int = 0) -> tuple[float, float
         return 0.81 * (N**4 * M) ** (1 / 16), 0.87 * (N**4 * M) ** (-1 / 16)
     if stack == "decoder":
         return (3 * M) ** 0.25, (12 * M) ** -0.25
-    raise ValueError(f"stack must be encoder-only, decoder-only, encoder or decoder, got {stack!r}")
+    raise ValueError("stack must be encoder-only, decoder-only, encoder or decoder, "
+                     f"got {stack!r}")
 
 
 def deepnorm_init(layers: nn.ModuleList, beta: float) -> None:
-    "Xavier-normal weights; the value, output and MLP maps with gain beta (queries and keys gain 1)."
+    """Xavier-normal weights; the value, output and MLP maps with gain beta (queries and
+    keys gain 1)."""
     for layer in layers:
         for residual in (layer.attn, layer.cross, layer.mlp):
             if residual is None:
@@ -413,7 +430,8 @@ def deepnorm_init(layers: nn.ModuleList, beta: float) -> None:
                 nn.init.xavier_normal_(f.W_mlp2.weight, gain=beta)
                 continue
             rows = f.fused_rows()
-            fused, v_rows = rows["v"]  # the map holding W_v (qkv, or kv for cross-attention)
+            # the map holding W_v (qkv, or kv for cross-attention)
+            fused, v_rows = rows["v"]
             with torch.no_grad():
                 nn.init.xavier_normal_(fused.weight)
                 W_v = torch.empty_like(fused.weight[v_rows])
@@ -424,31 +442,44 @@ def deepnorm_init(layers: nn.ModuleList, beta: float) -> None:
 
 # %% ../nbs/06_architectures.ipynb #a0a0cc46
 def _final_norm(cfg: TransformerConfig) -> LayerNorm | None:
-    "The norm after the last layer: if `final_norm`, and always for ResiDual (the dual stream's)."
+    """The norm after the last layer: if `final_norm`, and always for ResiDual (the dual
+    stream's)."""
     resi = cfg.norm == "resi"
-    return LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias) if cfg.final_norm or resi else None
+    norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias)
+    return norm if cfg.final_norm or resi else None
 
 
 def _stack(cfg: TransformerConfig, stack: str, N: int = 0, M: int = 0) -> nn.ModuleList:
-    """The layers of one stack ('encoder-only', 'decoder-only', 'encoder' or 'decoder'), with
-    DeepNorm's alpha in their residual connections; its beta is kept for `_initialise`."""
+    """The layers of one stack ('encoder-only', 'decoder-only', 'encoder' or 'decoder'),
+    with DeepNorm's alpha in their residual connections; its beta is kept for
+    `_initialise`."""
     deep = cfg.norm == "deepnorm"
     alpha, beta = deepnorm_constants(stack, N, M) if deep else (1.0, 1.0)
     decoder = stack.startswith("decoder")
-    layers = nn.ModuleList(Layer(cfg, causal=decoder, cross=stack == "decoder", alpha=alpha)
+    cross = stack == "decoder"
+    layers = nn.ModuleList(Layer(cfg, causal=decoder, cross=cross, alpha=alpha)
                            for _ in range(M if decoder else N))
     layers.deepnorm_beta = beta
     return layers
 
 
-def _initialise(model: nn.Module, cfg: TransformerConfig, *stacks: nn.ModuleList) -> None:
-    "What every constructor ends with: the initial weights, DeepNorm's gains, W_u tied to W_e."
+def _initialise(model: nn.Module, cfg: TransformerConfig,
+                *stacks: nn.ModuleList) -> None:
+    """What every constructor ends with: the initial weights, DeepNorm's gains, W_u tied
+    to W_e."""
     init_weights(model, cfg, sum(len(s) for s in stacks))
     if cfg.norm == "deepnorm":
         for layers in stacks:
             deepnorm_init(layers, layers.deepnorm_beta)
     if cfg.tie_embeddings:
-        model.unembed.W_u.weight = model.embed.tok.weight  # W_u = W_e^T: one matrix, two uses
+        # W_u = W_e^T: one matrix, two uses
+        model.unembed.W_u.weight = model.embed.tok.weight
+
+def _positions(x: Tensor, cache: KVCache | None, positions: Tensor | None):
+    "The positions of the tokens x: `positions`, else after the cached ones, else None."
+    if positions is None and cache is not None:
+        return torch.arange(cache.length, cache.length + x.shape[1], device=x.device)
+    return positions
 
 # %% ../nbs/06_architectures.ipynb #9e2e8f09
 class DTransformer(nn.Module):
@@ -464,19 +495,21 @@ class DTransformer(nn.Module):
         _initialise(self, cfg, self.layers)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None, *,
-                cache: KVCache | None = None, positions: Tensor | None = None) -> Tensor:
-        """Logits (B, T, N_V). With a `KVCache(L, l_max)`, x holds only the new tokens: they
-        sit at the positions after the cached ones (or at `positions`), attend to every cached
-        position, and are appended; `padding_mask` then covers the cached positions too."""
-        if cache is not None and positions is None:
-            positions = torch.arange(cache.length, cache.length + x.shape[1], device=x.device)
+                cache: KVCache | None = None,
+                positions: Tensor | None = None) -> Tensor:
+        """Logits (B, T, N_V). With a `KVCache(L, l_max)`, x holds only the new tokens:
+        they sit at the positions after the cached ones (or at `positions`), attend
+        to every cached position, and are appended; `padding_mask` then covers the
+        cached positions too."""
+        positions = _positions(x, cache, positions)
         h = run_stack(self.layers, self.embed(x, positions), self.final_norm,
                       self.cfg.norm == "resi", cache=cache, x_padding=padding_mask)
         return self.unembed(h)
 
 # %% ../nbs/06_architectures.ipynb #d7a2f8cc
 class ETransformer(nn.Module):
-    "Algorithm 9, batched: token ids (B, T) -> logits (B, T, N_V) for every position (bidirectional)."
+    """Algorithm 9, batched: token ids (B, T) -> logits (B, T, N_V) for every position
+    (bidirectional)."""
 
     def __init__(self, cfg: ETransformerConfig):
         super().__init__()
@@ -495,7 +528,8 @@ class ETransformer(nn.Module):
 
     def hidden_states(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         "The encoder's output (B, T, d_e), before the output head."
-        return run_stack(self.layers, self.embed(x), self.final_norm, self.cfg.norm == "resi",
+        resi = self.cfg.norm == "resi"
+        return run_stack(self.layers, self.embed(x), self.final_norm, resi,
                          x_padding=padding_mask)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
@@ -504,7 +538,8 @@ class ETransformer(nn.Module):
 
 # %% ../nbs/06_architectures.ipynb #f51f9574
 class EDTransformer(nn.Module):
-    "Algorithm 8, batched: context z (B, T_z), primary x (B, T_x) token ids -> logits (B, T_x, N_V)."
+    """Algorithm 8, batched: context z (B, T_z), primary x (B, T_x) token ids -> logits
+    (B, T_x, N_V)."""
 
     def __init__(self, cfg: EDTransformerConfig):
         super().__init__()
@@ -518,18 +553,18 @@ class EDTransformer(nn.Module):
 
     def encode(self, z: Tensor, z_padding: Tensor | None = None) -> Tensor:
         "The encoded context Z, shape (B, T_z, d_e)."
-        return run_stack(self.encoder, self.embed(z), self.enc_norm, self.cfg.norm == "resi",
+        resi = self.cfg.norm == "resi"
+        return run_stack(self.encoder, self.embed(z), self.enc_norm, resi,
                          x_padding=z_padding)
 
     def decode(self, x: Tensor, Z: Tensor, x_padding: Tensor | None = None,
                z_padding: Tensor | None = None, *, cache: KVCache | None = None,
                positions: Tensor | None = None) -> Tensor:
-        """Logits (B, T_x, N_V) for the primary sequence x, attending to the encoded context Z.
-        A `KVCache(L_dec, l_max, cross=True)` works as in `DTransformer` and keeps Z's keys and values too."""
+        "Logits (B, T_x, N_V) of x given Z; a cache as in DTransformer (Z's K/V kept)."
         if Z.shape[0] != x.shape[0]:
-            raise ValueError(f"z and x have different batch sizes: {Z.shape[0]} and {x.shape[0]}")
-        if cache is not None and positions is None:
-            positions = torch.arange(cache.length, cache.length + x.shape[1], device=x.device)
+            raise ValueError("z and x have different batch sizes: "
+                             f"{Z.shape[0]} and {x.shape[0]}")
+        positions = _positions(x, cache, positions)
         h = run_stack(self.decoder, self.embed(x, positions), self.dec_norm,
                       self.cfg.norm == "resi", cache=cache, z=Z, x_padding=x_padding,
                       z_padding=z_padding)
@@ -538,9 +573,7 @@ class EDTransformer(nn.Module):
     def forward(self, z: Tensor, x: Tensor, z_padding: Tensor | None = None,
                 x_padding: Tensor | None = None) -> Tensor:
         check_shape(z, (None, None), "context z (batch, length)")
-        check_shape(x, (None, None), "primary x (batch, length)")
-        if z.shape[0] != x.shape[0]:
-            raise ValueError(f"z and x have different batch sizes: {z.shape[0]} and {x.shape[0]}")
+        check_shape(x, (None, None), "primary x (batch, length)")  # decode checks B
         return self.decode(x, self.encode(z, z_padding), x_padding, z_padding)
 
 # %% ../nbs/06_architectures.ipynb #c481dfc2

@@ -140,10 +140,12 @@ def _xavier_(weight: Tensor, gain: float = 1.0) -> None:
         weight.normal_(0.0, gain * math.sqrt(2.0 / (n_in + n_out)))
 
 
-def xavier_init(model: nn.Module, zero_qk: bool = False, layers: bool = True) -> nn.Module:
-    """Xiong et al.'s initialisation: Xavier-normal weights (W_q, W_k, W_v each as its own d x d matrix), zero
-    biases; token and position embeddings N(0, 1/2) each, so that their sum has unit variance per coordinate;
-    Xavier unembedding. `zero_qk`: W_q = W_k = 0. `layers=False` leaves the layers as they are (DeepNorm)."""
+def xavier_init(model: nn.Module, zero_qk: bool = False,
+                layers: bool = True) -> nn.Module:
+    """Xiong et al.'s initialisation: Xavier-normal weights (W_q, W_k, W_v each as its
+    own d x d matrix), zero biases; token and position embeddings N(0, 1/2) each, so
+    that their sum has unit variance per coordinate; Xavier unembedding. `zero_qk`:
+    W_q = W_k = 0. `layers=False` leaves the layers as they are (DeepNorm)."""
     for m in model.modules() if layers else ():
         if isinstance(m, MultiHeadAttention):
             rows = m.fused_rows()  # W_q, W_k, W_v: views into the fused maps
@@ -166,11 +168,14 @@ def xavier_init(model: nn.Module, zero_qk: bool = False, layers: bool = True) ->
     _xavier_(model.unembed.W_u.weight)
     return model
 
-
-def small_lm(norm: str, L: int, seed: int = 0, zero_qk: bool = False, **config) -> DTransformer:
-    "The chapter's test model: a DTransformer with placement `norm` and Xiong et al.'s initialisation."
+# %% ../nbs/09_layernorm_audit.ipynb #0ce8cc71
+def small_lm(norm: str, L: int, seed: int = 0, zero_qk: bool = False,
+             **config) -> DTransformer:
+    """The chapter's test model: a DTransformer with placement `norm` and Xiong et al.'s
+    initialisation."""
     torch.manual_seed(seed)
-    settings = dict(N_V=64, l_max=32, d_e=64, H=4, final_norm=norm in ("pre", "peri")) | config
+    final_norm = norm in ("pre", "peri")
+    settings = dict(N_V=64, l_max=32, d_e=64, H=4, final_norm=final_norm) | config
     model = DTransformer(DTransformerConfig(L=L, norm=norm, **settings))
     return xavier_init(model, zero_qk=zero_qk, layers=norm != "deepnorm")
 

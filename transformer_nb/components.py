@@ -268,23 +268,26 @@ def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None,
 
 # %% ../nbs/05_components.ipynb #03c0953c
 class MultiHeadAttention(nn.Module):
-    "Algorithm 5 (each head Algorithm 4), batched: x (B, l_x, d_x) [, z (B, l_z, d_z)] -> (B, l_x, d_out)."
+    """Algorithm 5 (each head Algorithm 4), batched: x (B, l_x, d_x) [, z (B, l_z, d_z)]
+    -> (B, l_x, d_out)."""
 
-    def __init__(self, d_x: int, H: int, d_z: int | None = None, d_attn: int | None = None,
-                 d_mid: int | None = None, d_out: int | None = None, cross: bool = False,
-                 bias: bool = True):
+    def __init__(self, d_x: int, H: int, d_z: int | None = None,
+                 d_attn: int | None = None, d_mid: int | None = None,
+                 d_out: int | None = None, cross: bool = False, bias: bool = True):
         super().__init__()
         if H < 1:
             raise ValueError(f"the number of heads H must be positive, got {H}")
         if (d_attn is None or d_mid is None) and d_x % H:
-            raise ValueError(f"d_e = {d_x} is not divisible by the number of heads H = {H}; "
-                             "choose H dividing d_e or give d_attn and d_mid explicitly")
+            raise ValueError(f"d_e = {d_x} is not divisible by the number of heads "
+                             f"H = {H}; choose H dividing d_e or give d_attn and d_mid "
+                             "explicitly")
         self.H, self.cross = H, cross
         self.d_x, self.d_z = d_x, (d_z or d_x)
         self.d_attn, self.d_mid = d_attn or d_x // H, d_mid or d_x // H
         self.d_out = d_out or d_x
         if not cross and self.d_z != d_x:
-            raise ValueError("self-attention needs d_z == d_x; pass cross=True for a separate context")
+            raise ValueError("self-attention needs d_z == d_x; "
+                             "pass cross=True for a separate context")
         q_size, v_size = H * self.d_attn, H * self.d_mid
         if cross:
             self.q = nn.Linear(d_x, q_size, bias=bias)
@@ -304,19 +307,22 @@ class MultiHeadAttention(nn.Module):
 
 # %% ../nbs/05_components.ipynb #694bc05a
 def _heads(t: Tensor, H: int) -> Tensor:
-    "(B, l, H*d) -> (B, H, l, d): one block per head (a view, as rearrange 'b l (h d) -> b h l d')."
+    """(B, l, H*d) -> (B, H, l, d): one block per head (a view, as rearrange 'b l (h d)
+    -> b h l d')."""
     return t.view(t.shape[0], t.shape[1], H, -1).transpose(1, 2)
 
 
 def _project(self: MultiHeadAttention, x: Tensor, z: Tensor,
              cache: AttentionCache | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Queries (B, H, l_x, d_attn), keys (B, H, l_z, d_attn) and values (B, H, l_z, d_mid).
-    With a `cache`, the keys and values are all those cached (the new ones appended)."""
+    """Queries (B, H, l_x, d_attn), keys (B, H, l_z, d_attn) and values (B, H, l_z,
+    d_mid). With a `cache`, the keys and values are all those cached (the new ones
+    appended)."""
     rows = self.fused_rows()
     sizes = [rows[n][1].stop - rows[n][1].start for n in "qkv"]
     if self.cross:
         q = self.q(x)
-        if cache is not None and cache.k is not None:  # the context's keys and values, kept
+        # the context's keys and values, kept
+        if cache is not None and cache.k is not None:
             return _heads(q, self.H), cache.k, cache.v
         k, v = self.kv(z).split(sizes[1:], dim=-1)
     else:
@@ -329,32 +335,33 @@ def _project(self: MultiHeadAttention, x: Tensor, z: Tensor,
     return q, k, v
 
 
-MultiHeadAttention.project = _project  # a method, defined outside the class to keep cells short
+# a method, defined outside the class to keep cells short
+MultiHeadAttention.project = _project
 
 # %% ../nbs/05_components.ipynb #240c9b7f
 def _forward(self: MultiHeadAttention, x: Tensor, z: Tensor | None = None, *,
              causal: bool = False, mask: Tensor | None = None,
-             padding_mask: Tensor | None = None, need_weights: bool = False, fast: bool = True,
-             cache: AttentionCache | None = None):
-    """Attend from `x` to `z` (to `x` itself when `z` is None).
-    `mask`: bool (l_x, l_z) or (B, l_x, l_z), True = may attend (the paper's Mask, transposed).
-    `padding_mask`: bool (B, l_z), True = padded context position. `causal`: add the causal mask.
-    `cache`: an `AttentionCache`; x holds the new positions, the context is every cached one.
-    Returns the output (B, l_x, d_out), and the weights (B, H, l_x, l_z) too if `need_weights`."""
+             padding_mask: Tensor | None = None, need_weights: bool = False,
+             fast: bool = True, cache: AttentionCache | None = None):
+    """Attend from `x` to `z` (to `x` itself when `z` is None): (B, l_x, d_out), and
+    the weights (B, H, l_x, l_z) if `need_weights`. `mask`: bool (l_x, l_z) or
+    (B, l_x, l_z), True = may attend (the paper's Mask, transposed). `padding_mask`:
+    bool (B, l_z), True = padding. `cache`: an `AttentionCache` (context: all cached).
+    """
     z = _check_inputs(self, x, z, mask, padding_mask, cache)
     q, k, v = self.project(x, z, cache)
     B, l_x, l_z = x.shape[0], x.shape[1], k.shape[2]
     explicit = need_weights or not fast
-    causal = causal and l_x > 1  # a single query, the last position, sees every key anyway
-    # The fused kernel applies a square causal mask by itself; every other case gets a mask.
+    causal = causal and l_x > 1  # a single query, the last position, sees every key
+    # The fused kernel applies a square causal mask itself; other cases get a mask.
     kernel_causal = (causal and not explicit and mask is None and padding_mask is None
                      and l_x == l_z)
-    allowed = combine_masks(B, l_x, l_z, causal and not kernel_causal, mask, padding_mask,
-                            x.device)
+    allowed = combine_masks(B, l_x, l_z, causal and not kernel_causal, mask,
+                            padding_mask, x.device)
     empty = None
     if allowed is not None:
         empty = ~allowed.any(dim=-1, keepdim=True)  # queries with nothing to attend to
-        allowed = allowed | empty  # give them a harmless row; their output is zeroed below
+        allowed = allowed | empty  # a harmless row; their output is zeroed below
     if explicit:
         weights = attention_weights(q, k, allowed)
         out = weights @ v
@@ -365,7 +372,7 @@ def _forward(self: MultiHeadAttention, x: Tensor, z: Tensor | None = None, *,
     if empty is not None:
         out = out.masked_fill(empty, 0.0)
         weights = None if weights is None else weights.masked_fill(empty, 0.0)
-    y = self.o(out.transpose(1, 2).flatten(2))  # stack the heads (b h l d -> b l (h d)), W_o
+    y = self.o(out.transpose(1, 2).flatten(2))  # stack the heads, then W_o
     return (y, weights) if need_weights else y
 
 
@@ -383,12 +390,15 @@ def _check_inputs(self: MultiHeadAttention, x, z, mask, padding_mask, cache) -> 
     z = x if z is None else z
     check_shape(z, (None, None, self.d_z), "z (batch, l_z, d_z)")
     if z.shape[0] != x.shape[0]:
-        raise ValueError(f"x and z have different batch sizes: {x.shape[0]} and {z.shape[0]}")
-    before = 0 if cache is None or self.cross else cache.length  # cached positions before x
+        raise ValueError("x and z have different batch sizes: "
+                         f"{x.shape[0]} and {z.shape[0]}")
+    # cached positions before x
+    before = 0 if cache is None or self.cross else cache.length
     l_z = before + z.shape[1]
     if mask is not None and mask.shape[-2:] != (x.shape[1], l_z):
         raise ValueError(f"mask must have shape (l_x, l_z) = {(x.shape[1], l_z)} "
-                         f"(query-major, the paper's Mask transposed), got {tuple(mask.shape)}")
+                         "(query-major, the paper's Mask transposed), "
+                         f"got {tuple(mask.shape)}")
     if padding_mask is not None:
         check_shape(padding_mask, (z.shape[0], l_z), "padding_mask (batch, l_z)")
     return z
@@ -400,7 +410,8 @@ def _weight_bias(lin: nn.Linear) -> tuple[Tensor, Tensor]:
 
 
 def _paper_params(self: MultiHeadAttention) -> MHAttentionParams:
-    "This layer's weights as the paper's W (per head W_q, b_q, W_k, b_k, W_v, b_v; W_o, b_o)."
+    """This layer's weights as the paper's W (per head W_q, b_q, W_k, b_k, W_v, b_v;
+    W_o, b_o)."""
     per_matrix = []
     for name in "qkv":
         W, b = _weight_bias(self.fused_rows()[name][0])
@@ -415,8 +426,9 @@ MultiHeadAttention.paper_params = _paper_params
 # %% ../nbs/05_components.ipynb #2077f74a
 class AttentionCache:
     """One attention layer's keys and values (B, H, positions, d), kept between calls.
-    Self-attention appends the new positions' keys and values (room for `capacity` positions);
-    a cross-attention cache (`static=True`) keeps the context's keys and values from the first call."""
+    Self-attention appends the new positions' keys and values (room for `capacity`
+    positions); a cross-attention cache (`static=True`) keeps the context's keys and
+    values from the first call."""
 
     def __init__(self, capacity: int, static: bool = False):
         self.capacity, self.static = capacity, static
@@ -424,10 +436,12 @@ class AttentionCache:
         self.length = 0
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        "Store k, v (B, H, n, d) after the cached positions; return all keys and values so far."
+        """Store k, v (B, H, n, d) after the cached positions; return all keys and
+        values so far."""
         start, end = self.length, self.length + k.shape[2]
         if end > self.capacity:
-            raise ValueError(f"the cache holds {self.capacity} positions, {end} were asked for")
+            raise ValueError(f"the cache holds {self.capacity} positions, "
+                             f"{end} were asked for")
         if self.k is None:
             self.k = k.new_zeros(k.shape[:2] + (self.capacity, k.shape[3]))
             self.v = v.new_zeros(v.shape[:2] + (self.capacity, v.shape[3]))

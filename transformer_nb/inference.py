@@ -11,7 +11,8 @@ from torch import Tensor
 
 from .paper import algorithm
 from transformer_nb.architectures import (
-    DTransformer, EDTransformer, KVCache, TransformerParams, d_transformer_ref, ed_transformer_ref, gelu_ref, relu_ref,
+    DTransformer, EDTransformer, KVCache, TransformerParams, d_transformer_ref,
+    ed_transformer_ref, gelu_ref, relu_ref,
 )
 from .components import check_token_ids, combine_masks
 from .tokenization import pad
@@ -37,14 +38,17 @@ def sample_ref(p: Tensor, tau: float, generator: torch.Generator | None = None) 
 # %% ../nbs/07b_inference.ipynb #5f2524ff
 @algorithm(14, "DInference", batched="inference.generate")
 def d_inference_ref(x: list[int], theta: TransformerParams, l_gen: int, tau: float,
-                    generator: torch.Generator | None = None, eps: float = 0.0, act=gelu_ref) -> list[int]:
-    "Algorithm 14: l_gen tokens continuing the prompt x, each sampled from q proportional to p^(1/tau)."
+                    generator: torch.Generator | None = None, eps: float = 0.0,
+                    act=gelu_ref) -> list[int]:
+    """Algorithm 14: l_gen tokens continuing the prompt x, each sampled from q
+    proportional to p^(1/tau)."""
     l = len(x)  # line 1
     if l == 0:
         raise ValueError("the prompt x is empty: Algorithm 14 needs at least one token")
     l_max = theta.W_p.shape[1]
     if l + l_gen - 1 > l_max:
-        raise ValueError(f"a prompt of {l} tokens plus {l_gen} generated ones does not fit the context "
+        raise ValueError(f"a prompt of {l} tokens plus {l_gen} generated ones "
+                         "does not fit the context "
                          f"l_max = {l_max} (need l + l_gen - 1 <= l_max)")
     x = list(x)
     for i in range(1, l_gen + 1):  # line 2
@@ -56,16 +60,20 @@ def d_inference_ref(x: list[int], theta: TransformerParams, l_gen: int, tau: flo
 
 # %% ../nbs/07b_inference.ipynb #ef5563c9
 @algorithm(15, "EDInference", batched="inference.ed_generate")
-def ed_inference_ref(z: list[int], theta: TransformerParams, bos_token: int, eos_token: int, tau: float,
-                     max_len: int, generator: torch.Generator | None = None, eps: float = 0.0,
+def ed_inference_ref(z: list[int], theta: TransformerParams, bos_token: int,
+                     eos_token: int, tau: float, max_len: int,
+                     generator: torch.Generator | None = None, eps: float = 0.0,
                      act=relu_ref) -> list[int]:
-    "Algorithm 15 with a length limit: [bos_token, sampled tokens ...] until eos_token or max_len tokens."
+    """Algorithm 15 with a length limit: [bos_token, sampled tokens ...] until eos_token
+    or max_len tokens."""
     l_max = theta.W_p.shape[1]
     if not 1 <= max_len <= l_max - 1:
-        raise ValueError(f"max_len must be between 1 and l_max - 1 = {l_max - 1}, got {max_len}")
+        raise ValueError(f"max_len must be between 1 and l_max - 1 = {l_max - 1}, "
+                         f"got {max_len}")
     x_hat = [bos_token]  # line 1
     y = None  # line 2 (the paper's y <- 0 only serves to enter the loop)
-    while y != eos_token and len(x_hat) <= max_len:  # line 3, with the length limit added
+    # line 3, with the length limit added
+    while y != eos_token and len(x_hat) <= max_len:
         P = ed_transformer_ref(z, x_hat, theta, eps, act)  # line 4
         p = P[:, len(x_hat) - 1]  # line 5: the paper's column length(x_hat), 0-based
         y = sample_ref(p, tau, generator)  # line 6
@@ -113,21 +121,25 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
 
 # %% ../nbs/07b_inference.ipynb #822e27de
 def positions_of(padding_mask: Tensor) -> Tensor:
-    "Each token's position counted over the real tokens of its row (padding mask True = padding)."
+    """Each token's position counted over the real tokens of its row (padding mask True
+    = padding)."""
     return ((~padding_mask).long().cumsum(1) - 1).clamp(min=0)
 
 
 def _token_batch(seqs, padding: Tensor | None, N_V: int, device, name: str = "prompt",
                  side: str = "left") -> tuple[Tensor, Tensor, bool]:
-    """(ids (B, T), padding mask (B, T), whether a single sequence was given), checked. `seqs`:
-    one list of ids, a list of lists (padded on `side`), or a tensor with an optional mask."""
+    """(ids (B, T), padding mask (B, T), whether a single sequence was given), checked.
+    `seqs`: one list of ids, a list of lists (padded on `side`), or a tensor with an
+    optional mask."""
     what = "context" if name == "z" else name
     empty = f"empty {what}: every {name} needs at least one token (e.g. bos_token)"
     if isinstance(seqs, Tensor):
         single, ids = seqs.dim() == 1, (seqs[None] if seqs.dim() == 1 else seqs)
         if ids.dim() != 2:
-            raise ValueError(f"{name}s must be (B, T) token ids, got shape {tuple(seqs.shape)}")
-        padding = torch.zeros_like(ids, dtype=torch.bool) if padding is None else padding.bool()
+            raise ValueError(f"{name}s must be (B, T) token ids, "
+                             f"got shape {tuple(seqs.shape)}")
+        none = torch.zeros_like(ids, dtype=torch.bool)
+        padding = none if padding is None else padding.bool()
         if padding.shape != ids.shape:
             raise ValueError(f"the padding mask has shape {tuple(padding.shape)}, "
                              f"the {name}s {tuple(ids.shape)}")
@@ -141,19 +153,23 @@ def _token_batch(seqs, padding: Tensor | None, N_V: int, device, name: str = "pr
     if ids.shape[1] == 0 or padding.all(1).any():
         raise ValueError(empty)
     if side == "left" and (padding[:, 1:] & ~padding[:, :-1]).any():
-        raise ValueError(f"{name}s must be left-padded: padding (True) may only come first")
+        raise ValueError(f"{name}s must be left-padded: "
+                         "padding (True) may only come first")
     check_token_ids(ids[~padding], N_V, name=name)
     return ids.to(device), padding.to(device), single
 
 # %% ../nbs/07b_inference.ipynb #6604d422
 def _continue(model: DTransformer, ids: Tensor, padding: Tensor, n: int, next_token,
               stop: Tensor, use_cache: bool, keep: int) -> list[Tensor]:
-    "The loop of `generate`: up to n tokens (B,) per step, until every row has met a stop token."
+    """The loop of `generate`: up to n tokens (B,) per step, until every row has met a
+    stop token."""
     l_max, out, cache, fresh = model.cfg.l_max, [], None, ids
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-    padded = bool(padding.any())  # without padding, positions are 0, 1, ... and nothing is masked
+    # without padding, positions are 0, 1, ... and nothing is masked
+    padded = bool(padding.any())
     for _ in range(n):
-        if use_cache and cache is None:  # first step, or the window slid: refill from the window
+        # first step, or the window slid: refill from the window
+        if use_cache and cache is None:
             cache, fresh = KVCache(model.cfg.L, l_max), ids
         start = cache.length if use_cache else 0
         positions = positions_of(padding)[:, start:] if padded else None
@@ -164,9 +180,11 @@ def _continue(model: DTransformer, ids: Tensor, padding: Tensor, n: int, next_to
         done |= torch.isin(y, stop)
         if done.all():
             break
-        ids, padding = torch.cat([ids, y[:, None]], 1), F.pad(padding, (0, 1), value=False)
+        ids = torch.cat([ids, y[:, None]], 1)
+        padding = F.pad(padding, (0, 1), value=False)
         fresh = y[:, None]
-        if ids.shape[1] > l_max:  # slide the window: the last `keep` tokens and the new one
+        # slide the window: the last `keep` tokens and the new one
+        if ids.shape[1] > l_max:
             ids, padding, cache = ids[:, -(keep + 1):], padding[:, -(keep + 1):], None
             padded = bool(padding.any())
     return out
@@ -180,26 +198,32 @@ def _cut_at_stop(row: list[int], stop: set[int]) -> list[int]:
 
 # %% ../nbs/07b_inference.ipynb #faad083e
 @torch.inference_mode()
-def generate(model: DTransformer, prompts, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
-             stop_tokens=(), padding_mask: Tensor | None = None, use_cache: bool = True,
+def generate(model: DTransformer, prompts, max_new_tokens: int,
+             temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, greedy: bool = False, stop_tokens=(),
+             padding_mask: Tensor | None = None, use_cache: bool = True,
              keep: int | None = None, generator: torch.Generator | None = None):
-    "Continue each prompt by up to max_new_tokens tokens (see the text for the options)."
+    """Continue each prompt by up to max_new_tokens tokens (see the text for the
+    options)."""
     l_max, device = model.cfg.l_max, next(model.parameters()).device
     check_sampling(temperature, top_k, top_p)
     keep = l_max - 1 if keep is None else keep
     if not 1 <= keep <= l_max - 1:
-        raise ValueError(f"keep must be between 1 and l_max - 1 = {l_max - 1}, got {keep}")
+        raise ValueError(f"keep must be between 1 and l_max - 1 = {l_max - 1}, "
+                         f"got {keep}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     ids, padding, single = _token_batch(prompts, padding_mask, model.cfg.N_V, device)
     ids, padding = ids[:, -l_max:], padding[:, -l_max:]
     stop = torch.tensor(sorted(set(stop_tokens)), dtype=torch.long, device=device)
-    next_token = lambda logits: sample_next(logits, temperature, top_k, top_p, greedy, generator)
+    def next_token(logits):
+        return sample_next(logits, temperature, top_k, top_p, greedy, generator)
+
     was_training = model.training
     model.eval()
     try:
-        out = _continue(model, ids, padding, max_new_tokens, next_token, stop, use_cache, keep)
+        out = _continue(model, ids, padding, max_new_tokens, next_token, stop,
+                        use_cache, keep)
     finally:  # an exception must not leave the model in eval mode
         model.train(was_training)
     rows = torch.stack(out, 1).tolist() if out else [[] for _ in range(ids.shape[0])]
@@ -209,7 +233,8 @@ def generate(model: DTransformer, prompts, max_new_tokens: int, temperature: flo
 # %% ../nbs/07b_inference.ipynb #d3e5f3d9
 def _check_max_len(model: EDTransformer, max_len: int) -> None:
     if not 1 <= max_len <= model.cfg.l_max - 1:
-        raise ValueError(f"max_len must be between 1 and l_max - 1 = {model.cfg.l_max - 1}, "
+        raise ValueError("max_len must be between 1 and "
+                         f"l_max - 1 = {model.cfg.l_max - 1}, "
                          f"got {max_len}")
 
 
@@ -218,15 +243,18 @@ def ed_generate(model: EDTransformer, z, bos_token: int, eos_token: int, max_len
                 greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, z_padding: Tensor | None = None,
                 generator: torch.Generator | None = None) -> list[list[int]]:
-    "Algorithm 15 for a batch of contexts, encoding once: the tokens after bos_token, before eos_token."
+    """Algorithm 15 for a batch of contexts, encoding once: the tokens after bos_token,
+    before eos_token."""
     check_sampling(temperature, top_k, top_p)
     _check_max_len(model, max_len)
     device = next(model.parameters()).device
-    z, z_pad, _ = _token_batch(z, z_padding, model.cfg.N_V, device, name="z", side="right")
+    z, z_pad, _ = _token_batch(z, z_padding, model.cfg.N_V, device, name="z",
+                               side="right")
     was_training = model.training
     model.eval()
     try:
-        Z, cache = model.encode(z, z_pad), KVCache(model.cfg.L_dec, model.cfg.l_max, cross=True)
+        Z = model.encode(z, z_pad)
+        cache = KVCache(model.cfg.L_dec, model.cfg.l_max, cross=True)
         x = torch.full((z.shape[0], 1), bos_token, dtype=torch.long, device=device)
         done = torch.zeros(z.shape[0], dtype=torch.bool, device=device)
         for _ in range(max_len):
@@ -239,19 +267,25 @@ def ed_generate(model: EDTransformer, z, bos_token: int, eos_token: int, max_len
     finally:
         model.train(was_training)
     rows = x[:, 1:].tolist()
-    return [_cut_at_stop(row, {eos_token})[:-1] if eos_token in row else row for row in rows]
+    return [_cut_at_stop(row, {eos_token})[:-1] if eos_token in row else row
+            for row in rows]
 
 # %% ../nbs/07b_inference.ipynb #b3e72a28
-def _best_extensions(beams, logp: Tensor, beam_width: int, eos_token: int, finished: list):
-    "The live beams after one step and the beam each came from; finished ones go to `finished`."
-    totals = torch.tensor([s for _, s in beams], dtype=torch.float64, device=logp.device)
+def _best_extensions(beams, logp: Tensor, beam_width: int, eos_token: int,
+                     finished: list):
+    """The live beams after one step and the beam each came from; finished ones go to
+    `finished`."""
+    totals = torch.tensor([s for _, s in beams], dtype=torch.float64,
+                          device=logp.device)
     best = (totals[:, None] + logp).flatten().topk(min(2 * beam_width, logp.numel()))
     live, origin = [], []
-    for rank, (score, index) in enumerate(zip(best.values.tolist(), best.indices.tolist())):
+    scored = zip(best.values.tolist(), best.indices.tolist())
+    for rank, (score, index) in enumerate(scored):
         b, token = divmod(index, logp.shape[1])
         extended = (beams[b][0] + [token], score)
         if token == eos_token:
-            if rank < beam_width:  # a finished hypothesis must rank among the best beam_width
+            # a finished hypothesis must rank among the best beam_width
+            if rank < beam_width:
                 finished.append(extended)
         elif len(live) < beam_width:
             live.append(extended)
@@ -260,27 +294,33 @@ def _best_extensions(beams, logp: Tensor, beam_width: int, eos_token: int, finis
 
 # %% ../nbs/07b_inference.ipynb #cf1122ec
 @torch.inference_mode()
-def beam_search(model: EDTransformer, z: list[int], bos_token: int, eos_token: int, max_len: int,
-                beam_width: int = 4, alpha: float = 1.0) -> tuple[list[int], float]:
-    "The best output for one context z by beam search: (tokens after bos_token, without eos, score)."
+def beam_search(model: EDTransformer, z: list[int], bos_token: int, eos_token: int,
+                max_len: int, beam_width: int = 4,
+                alpha: float = 1.0) -> tuple[list[int], float]:
+    """The best output for one context z by beam search: (tokens after bos_token,
+    without eos, score)."""
     if beam_width < 1:
         raise ValueError(f"beam_width must be at least 1, got {beam_width}")
     _check_max_len(model, max_len)
     device = next(model.parameters()).device
-    z, z_pad, _ = _token_batch([list(z)], None, model.cfg.N_V, device, name="z", side="right")
+    z, z_pad, _ = _token_batch([list(z)], None, model.cfg.N_V, device, name="z",
+                               side="right")
     was_training = model.training
     model.eval()
     try:
-        Z, cache = model.encode(z, z_pad), KVCache(model.cfg.L_dec, model.cfg.l_max, cross=True)
+        Z = model.encode(z, z_pad)
+        cache = KVCache(model.cfg.L_dec, model.cfg.l_max, cross=True)
         beams, finished = [([bos_token], 0.0)], []  # (tokens, total log-probability)
         for _ in range(max_len):
             x = torch.tensor([[tokens[-1]] for tokens, _ in beams], device=device)
             logits = model.decode(x, Z.expand(len(beams), -1, -1), cache=cache)[:, -1]
-            beams, origin = _best_extensions(beams, logits.double().log_softmax(-1), beam_width,
-                                             eos_token, finished)
+            logp = logits.double().log_softmax(-1)
+            beams, origin = _best_extensions(beams, logp, beam_width, eos_token,
+                                             finished)
             if len(finished) >= beam_width or not beams:
                 break
-            cache.reorder(torch.tensor(origin, device=device))  # each live beam's own past
+            # each live beam's own past
+            cache.reorder(torch.tensor(origin, device=device))
         else:
             finished += beams  # max_len reached: unfinished beams compete too
     finally:
