@@ -230,7 +230,7 @@ def main(argv=None) -> dict:
     big = SETTINGS[1]
     new, prompt = (64, 16) if args.quick else (256, 16)
     res["generation_setup"] = f"{big.name}, batch 1, {prompt}-token prompt, {new} new tokens, greedy"
-    res["generation"] = generation(big, new, prompt, repeats=1 if args.quick else 5)
+    res["generation"] = generation(big, new, prompt, repeats=1 if args.quick else 3)
     print(f"generation: {json.dumps({k: round(v['tokens_per_s'], 1) for k, v in res['generation'].items() if isinstance(v, dict)})}",
           flush=True)
     res["memory"] = peak_memory_mb(big)
