@@ -152,8 +152,14 @@ def generation(s: Setting, new_tokens: int, prompt_len: int, repeats: int) -> di
                                                       max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                                       do_sample=False, use_cache=True),
     }
+    times = {k: [] for k in runs}
     with torch.no_grad():
-        first = {k: median_seconds(fn, repeats, warmup=1) for k, fn in runs.items()}
+        for fn in runs.values():
+            fn()  # warm-up
+        for _ in range(repeats):  # alternate, so that load changes hit the three alike
+            for k, fn in runs.items():
+                times[k].append(median_seconds(fn, 1, warmup=0))
+    first = {k: statistics.median(t) for k, t in times.items()}
     result = {k: {"tokens_per_s": new_tokens / t, "seconds": t} for k, t in first.items()}
     result["cache_vs_hf"] = result["ours, KV cache"]["tokens_per_s"] / result["hf generate, cache"]["tokens_per_s"]
     result["cache_vs_no_cache"] = result["ours, KV cache"]["tokens_per_s"] / result["ours, no cache"]["tokens_per_s"]
@@ -162,7 +168,7 @@ def generation(s: Setting, new_tokens: int, prompt_len: int, repeats: int) -> di
 
 # --- report ------------------------------------------------------------------------------------------------
 
-TARGETS = {"train_ratio": 1.15, "mfu_large": 0.75, "gen_vs_hf": 1.0, "gen_vs_no_cache": 5.0}
+TARGETS = {"train_ratio": 1.15, "mfu_large": 0.75, "gen_vs_hf": 1.2, "gen_vs_no_cache": 5.0}
 
 
 def machine() -> dict:

@@ -8,7 +8,7 @@ from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, d_transformer_ref, paper_params,
 )
 from transformer_nb.inference import (
-    beam_search, cross_attention, d_inference_ref, ed_generate, ed_inference_ref, generate, sample_next,
+    KVCache, beam_search, cross_attention, d_inference_ref, ed_generate, ed_inference_ref, generate, sample_next,
     sample_ref, sampling_probs, temperature_ref,
 )
 
@@ -172,3 +172,52 @@ def test_cross_attention_weights_are_distributions_over_unpadded_inputs():
     assert w.shape == (2, 2, 2, 4)
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, 2, dtype=w.dtype))
     assert (w[0, :, :, 3] == 0).all()
+
+
+@pytest.mark.parametrize("norm", ["post", "pre", "peri", "resi", "deepnorm"])
+def test_every_placement_generates_the_same_with_and_without_the_cache(norm):
+    torch.manual_seed(0)
+    cfg = DTransformerConfig(N_V=11, l_max=8, d_e=8, H=2, L=2, norm=norm)
+    model = DTransformer(cfg).double().eval()
+    expected = naive_greedy(model, [3, 1, 4], 12, keep=5)
+    assert generate(model, [3, 1, 4], 12, greedy=True, keep=5) == expected
+    assert generate(model, [3, 1, 4], 12, greedy=True, keep=5, use_cache=False) == expected
+    x = torch.tensor([[3, 1, 4, 1, 5, 9, 2]])
+    cache = KVCache(cfg.L, cfg.l_max)
+    with torch.no_grad():
+        steps = [model(x[:, :3], cache=cache)] + [model(x[:, t:t + 1], cache=cache) for t in range(3, 7)]
+        torch.testing.assert_close(torch.cat(steps, 1), model(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre", "peri", "resi", "deepnorm"])
+def test_encoder_decoder_cache_equals_recomputation(norm):
+    torch.manual_seed(0)
+    cfg = EDTransformerConfig(N_V=12, l_max=12, d_e=8, H=2, L_enc=1, L_dec=2, norm=norm)
+    model = EDTransformer(cfg).double().eval()
+    z, x = torch.tensor([[1, 2, 3, 4]]), torch.tensor([[10, 5, 6, 7, 8]])
+    with torch.no_grad():
+        Z, cache = model.encode(z), KVCache(cfg.L_dec, cfg.l_max, cross=True)
+        steps = [model.decode(x[:, t:t + 1], Z, cache=cache) for t in range(x.shape[1])]
+        torch.testing.assert_close(torch.cat(steps, 1), model(z, x), rtol=1e-10, atol=1e-10)
+    bos, eos = 10, 11
+    out = ed_generate(model, [[1, 2, 3]], bos, eos, max_len=8)[0]
+    ref = ed_inference_ref([1, 2, 3], paper_params(model), bos, eos, tau=1e-6, max_len=8, eps=cfg.eps,
+                           act=torch.relu) if norm == "post" else None
+    if ref is not None:
+        assert out == [t for t in ref[1:] if t != eos]
+    assert beam_search(model, [1, 2, 3], bos, eos, max_len=8, beam_width=1)[0] == out
+
+
+def test_generate_restores_training_mode_after_an_error():
+    model = DTransformer(DTransformerConfig(N_V=11, l_max=8, d_e=8, H=2, L=1)).train()
+
+    def fail(module, args):
+        raise RuntimeError("a failure inside the generation loop")
+    hook = model.unembed.register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="inside the generation loop"):
+        generate(model, [1, 2], 3, greedy=True)
+    hook.remove()
+    assert model.training
+    model.eval()
+    generate(model, [1, 2], 3, greedy=True)
+    assert not model.training

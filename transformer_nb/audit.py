@@ -143,17 +143,16 @@ def _xavier_(weight: Tensor, gain: float = 1.0) -> None:
         weight.normal_(0.0, gain * math.sqrt(2.0 / (n_in + n_out)))
 
 
-def xavier_init(model: nn.Module, zero_qk: bool = False, layers: bool = True) -> nn.Module:
-    """Xiong et al.'s initialisation: Xavier-normal weights (W_q, W_k, W_v each as its own d x d matrix), zero
-    biases; token and position embeddings N(0, 1/2) each, so that their sum has unit variance per coordinate;
-    Xavier unembedding. `zero_qk`: W_q = W_k = 0. `layers=False` leaves the layers as they are (DeepNorm)."""
+def xavier_init(model: nn.Module, zero_qk: bool = False,
+                layers: bool = True) -> nn.Module:
+    """Xiong et al.'s initialisation: Xavier-normal weights (W_q, W_k, W_v each as its
+    own d x d matrix), zero biases; token and position embeddings N(0, 1/2) each, so
+    that their sum has unit variance per coordinate; Xavier unembedding. `zero_qk`:
+    W_q = W_k = 0. `layers=False` leaves the layers as they are (DeepNorm)."""
     for m in model.modules() if layers else ():
         if isinstance(m, MultiHeadAttention):
-            q_size = m.H * m.d_attn
-            if m.cross:
-                q, k, v = m.q.weight, m.kv.weight[:q_size], m.kv.weight[q_size:]
-            else:
-                q, k, v = m.qkv.weight.split([q_size, q_size, m.H * m.d_mid])
+            rows = m.fused_rows()  # W_q, W_k, W_v: views into the fused maps
+            q, k, v = (rows[n][0].weight[rows[n][1]] for n in "qkv")
             for w in (q, k, v, m.o.weight):
                 _xavier_(w)
             if zero_qk:

@@ -22,7 +22,7 @@ __all__ = ['check_token_ids', 'check_length', 'check_shape', 'linear_params', 't
            'positional_embedding_ref', 'sinusoidal_W_p_ref', 'sinusoidal_positions', 'PositionalEmbedding',
            'AttentionParams', 'single_query_attention_ref', 'bidirectional_mask', 'causal_mask', 'cross_mask',
            'attention_ref', 'MHAttentionParams', 'mh_attention_ref', 'attention_weights', 'combine_masks',
-           'MultiHeadAttention', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref', 'Unembedding']
+           'MultiHeadAttention', 'AttentionCache', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref', 'Unembedding']
 
 # %% ../nbs/05_components.ipynb #2ab1517d
 def check_token_ids(ids: Tensor, N_V: int, name: str = "x") -> None:
@@ -277,22 +277,26 @@ def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None,
 
 # %% ../nbs/05_components.ipynb #03c0953c
 class MultiHeadAttention(nn.Module):
-    "Algorithm 5 (each head Algorithm 4), batched: x (B, l_x, d_x) [, z (B, l_z, d_z)] -> (B, l_x, d_out)."
+    """Algorithm 5 (each head Algorithm 4), batched: x (B, l_x, d_x) [, z (B, l_z, d_z)]
+    -> (B, l_x, d_out)."""
 
-    def __init__(self, d_x: int, H: int, d_z: int | None = None, d_attn: int | None = None,
-                 d_mid: int | None = None, d_out: int | None = None, cross: bool = False, bias: bool = True):
+    def __init__(self, d_x: int, H: int, d_z: int | None = None,
+                 d_attn: int | None = None, d_mid: int | None = None,
+                 d_out: int | None = None, cross: bool = False, bias: bool = True):
         super().__init__()
         if H < 1:
             raise ValueError(f"the number of heads H must be positive, got {H}")
         if (d_attn is None or d_mid is None) and d_x % H:
-            raise ValueError(f"d_e = {d_x} is not divisible by the number of heads H = {H}; "
-                             "choose H dividing d_e or give d_attn and d_mid explicitly")
+            raise ValueError(f"d_e = {d_x} is not divisible by the number of heads "
+                             f"H = {H}; choose H dividing d_e or give d_attn and d_mid "
+                             "explicitly")
         self.H, self.cross = H, cross
         self.d_x, self.d_z = d_x, (d_z or d_x)
         self.d_attn, self.d_mid = d_attn or d_x // H, d_mid or d_x // H
         self.d_out = d_out or d_x
         if not cross and self.d_z != d_x:
-            raise ValueError("self-attention needs d_z == d_x; pass cross=True for a separate context")
+            raise ValueError("self-attention needs d_z == d_x; "
+                             "pass cross=True for a separate context")
         q_size, v_size = H * self.d_attn, H * self.d_mid
         if cross:
             self.q = nn.Linear(d_x, q_size, bias=bias)
@@ -301,79 +305,158 @@ class MultiHeadAttention(nn.Module):
             self.qkv = nn.Linear(d_x, 2 * q_size + v_size, bias=bias)
         self.o = nn.Linear(v_size, self.d_out, bias=bias)
 
-    def project(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        "Queries (B, H, l_x, d_attn), keys (B, H, l_z, d_attn) and values (B, H, l_z, d_mid)."
-        q_size = self.H * self.d_attn
-        if self.cross:
-            q = self.q(x)
-            k, v = self.kv(z).split([q_size, self.H * self.d_mid], dim=-1)
-        else:
-            q, k, v = self.qkv(x).split([q_size, q_size, self.H * self.d_mid], dim=-1)
-        return tuple(rearrange(t, "b l (h d) -> b h l d", h=self.H) for t in (q, k, v))
+    def fused_rows(self) -> dict[str, tuple[nn.Linear, slice]]:
+        "Where W_q, W_k and W_v live: the fused linear map holding each, and its rows."
+        q, v = self.H * self.d_attn, self.H * self.d_mid
+        if self.cross:  # q alone; k then v in kv
+            return {"q": (self.q, slice(0, q)), "k": (self.kv, slice(0, q)),
+                    "v": (self.kv, slice(q, q + v))}
+        return {"q": (self.qkv, slice(0, q)), "k": (self.qkv, slice(q, 2 * q)),
+                "v": (self.qkv, slice(2 * q, 2 * q + v))}
 
-    def forward(self, x: Tensor, z: Tensor | None = None, *, causal: bool = False, mask: Tensor | None = None,
-                padding_mask: Tensor | None = None, need_weights: bool = False, fast: bool = True):
-        """Attend from `x` to `z` (to `x` itself when `z` is None).
-        `mask`: bool (l_x, l_z) or (B, l_x, l_z), True = may attend (the paper's Mask, transposed).
-        `padding_mask`: bool (B, l_z), True = padded context position. `causal`: add the causal mask.
-        Returns the output (B, l_x, d_out), and the weights (B, H, l_x, l_z) too if `need_weights`."""
-        z = self._check_inputs(x, z, mask, padding_mask)
-        B, l_x, l_z = x.shape[0], x.shape[1], z.shape[1]
-        q, k, v = self.project(x, z)
-        explicit = need_weights or not fast
-        # The fused kernel applies a square causal mask by itself; every other case gets an explicit mask.
-        kernel_causal = causal and not explicit and mask is None and padding_mask is None and l_x == l_z
-        allowed = combine_masks(B, l_x, l_z, causal and not kernel_causal, mask, padding_mask, x.device)
-        empty = None
-        if allowed is not None:
-            empty = ~allowed.any(dim=-1, keepdim=True)  # queries with nothing to attend to
-            allowed = allowed | empty  # give them a harmless row; their output is zeroed below
-        if explicit:
-            weights = attention_weights(q, k, allowed)
-            out = weights @ v
-        else:
-            weights = None
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=kernel_causal)
-        if empty is not None:
-            out = out.masked_fill(empty, 0.0)
-            weights = None if weights is None else weights.masked_fill(empty, 0.0)
-        y = self.o(rearrange(out, "b h l d -> b l (h d)"))  # stack the heads, then W_o
-        return (y, weights) if need_weights else y
+# %% ../nbs/05_components.ipynb #694bc05a
+def _heads(t: Tensor, H: int) -> Tensor:
+    """(B, l, H*d) -> (B, H, l, d): one block per head (a view, as rearrange 'b l (h d)
+    -> b h l d')."""
+    return t.view(t.shape[0], t.shape[1], H, -1).transpose(1, 2)
 
-    def _check_inputs(self, x, z, mask, padding_mask) -> Tensor:
-        check_shape(x, (None, None, self.d_x), "x (batch, l_x, d_x)")
-        if self.cross and z is None:
-            raise ValueError("cross-attention needs a context z of shape (batch, l_z, d_z)")
-        if not self.cross and z is not None:
-            raise ValueError("this is a self-attention layer; build it with cross=True to pass a context z")
-        z = x if z is None else z
-        check_shape(z, (None, None, self.d_z), "z (batch, l_z, d_z)")
-        if z.shape[0] != x.shape[0]:
-            raise ValueError(f"x and z have different batch sizes: {x.shape[0]} and {z.shape[0]}")
-        if mask is not None and mask.shape[-2:] != (x.shape[1], z.shape[1]):
-            raise ValueError(f"mask must have shape (l_x, l_z) = {(x.shape[1], z.shape[1])} "
-                             f"(query-major, the paper's Mask transposed), got {tuple(mask.shape)}")
-        if padding_mask is not None:
-            check_shape(padding_mask, (z.shape[0], z.shape[1]), "padding_mask (batch, l_z)")
-        return z
 
-    def paper_params(self) -> MHAttentionParams:
-        "This layer's weights as the paper's W (per-head W_q, b_q, W_k, b_k, W_v, b_v, then W_o, b_o)."
-        H, q_size = self.H, self.H * self.d_attn
-        def weight_bias(lin):
-            b = lin.bias if lin.bias is not None else torch.zeros(lin.out_features, dtype=lin.weight.dtype)
-            return lin.weight, b
-        if self.cross:
-            (Wq, bq), (Wkv, bkv) = weight_bias(self.q), weight_bias(self.kv)
-            Wk, Wv, bk, bv = Wkv[:q_size], Wkv[q_size:], bkv[:q_size], bkv[q_size:]
-        else:
-            Wqkv, bqkv = weight_bias(self.qkv)
-            Wq, Wk, Wv = Wqkv.split([q_size, q_size, H * self.d_mid])
-            bq, bk, bv = bqkv.split([q_size, q_size, H * self.d_mid])
-        per_head = [t.chunk(H) for t in (Wq, bq, Wk, bk, Wv, bv)]
-        heads = [AttentionParams(*(p[h] for p in per_head)) for h in range(H)]
-        W_o, b_o = weight_bias(self.o)
-        return MHAttentionParams(heads, W_o, b_o)
+def _project(self: MultiHeadAttention, x: Tensor, z: Tensor,
+             cache: AttentionCache | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries (B, H, l_x, d_attn), keys (B, H, l_z, d_attn) and values (B, H, l_z,
+    d_mid). With a `cache`, the keys and values are all those cached (the new ones
+    appended)."""
+    rows = self.fused_rows()
+    sizes = [rows[n][1].stop - rows[n][1].start for n in "qkv"]
+    if self.cross:
+        q = self.q(x)
+        # the context's keys and values, kept
+        if cache is not None and cache.k is not None:
+            return _heads(q, self.H), cache.k, cache.v
+        k, v = self.kv(z).split(sizes[1:], dim=-1)
+    else:
+        q, k, v = self.qkv(x).split(sizes, dim=-1)
+    q, k, v = (_heads(t, self.H) for t in (q, k, v))
+    if cache is not None and cache.static:
+        cache.k, cache.v, cache.length = k, v, k.shape[2]
+    elif cache is not None:
+        k, v = cache.append(k, v)
+    return q, k, v
+
+
+# a method, defined outside the class to keep cells short
+MultiHeadAttention.project = _project
+
+# %% ../nbs/05_components.ipynb #240c9b7f
+def _forward(self: MultiHeadAttention, x: Tensor, z: Tensor | None = None, *,
+             causal: bool = False, mask: Tensor | None = None,
+             padding_mask: Tensor | None = None, need_weights: bool = False,
+             fast: bool = True, cache: AttentionCache | None = None):
+    """Attend from `x` to `z` (to `x` itself when `z` is None): (B, l_x, d_out), and
+    the weights (B, H, l_x, l_z) if `need_weights`. `mask`: bool (l_x, l_z) or
+    (B, l_x, l_z), True = may attend (the paper's Mask, transposed). `padding_mask`:
+    bool (B, l_z), True = padding. `cache`: an `AttentionCache` (context: all cached).
+    """
+    z = _check_inputs(self, x, z, mask, padding_mask, cache)
+    q, k, v = self.project(x, z, cache)
+    B, l_x, l_z = x.shape[0], x.shape[1], k.shape[2]
+    explicit = need_weights or not fast
+    causal = causal and l_x > 1  # a single query, the last position, sees every key
+    # The fused kernel applies a square causal mask itself; other cases get a mask.
+    kernel_causal = (causal and not explicit and mask is None and padding_mask is None
+                     and l_x == l_z)
+    allowed = combine_masks(B, l_x, l_z, causal and not kernel_causal, mask,
+                            padding_mask, x.device)
+    empty = None
+    if allowed is not None:
+        empty = ~allowed.any(dim=-1, keepdim=True)  # queries with nothing to attend to
+        allowed = allowed | empty  # a harmless row; their output is zeroed below
+    if explicit:
+        weights = attention_weights(q, k, allowed)
+        out = weights @ v
+    else:
+        weights = None
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                             is_causal=kernel_causal)
+    if empty is not None:
+        out = out.masked_fill(empty, 0.0)
+        weights = None if weights is None else weights.masked_fill(empty, 0.0)
+    y = self.o(out.transpose(1, 2).flatten(2))  # stack the heads, then W_o
+    return (y, weights) if need_weights else y
+
+
+MultiHeadAttention.forward = _forward
+
+# %% ../nbs/05_components.ipynb #1223f9d7
+def _check_inputs(self: MultiHeadAttention, x, z, mask, padding_mask, cache) -> Tensor:
+    "The context z (x itself for self-attention), after checking every shape."
+    check_shape(x, (None, None, self.d_x), "x (batch, l_x, d_x)")
+    if self.cross and z is None and (cache is None or cache.k is None):
+        raise ValueError("cross-attention needs a context z of shape (batch, l_z, d_z)")
+    if not self.cross and z is not None:
+        raise ValueError("this is a self-attention layer; build it with cross=True "
+                         "to pass a context z")
+    z = x if z is None else z
+    check_shape(z, (None, None, self.d_z), "z (batch, l_z, d_z)")
+    if z.shape[0] != x.shape[0]:
+        raise ValueError("x and z have different batch sizes: "
+                         f"{x.shape[0]} and {z.shape[0]}")
+    # cached positions before x
+    before = 0 if cache is None or self.cross else cache.length
+    l_z = before + z.shape[1]
+    if mask is not None and mask.shape[-2:] != (x.shape[1], l_z):
+        raise ValueError(f"mask must have shape (l_x, l_z) = {(x.shape[1], l_z)} "
+                         "(query-major, the paper's Mask transposed), "
+                         f"got {tuple(mask.shape)}")
+    if padding_mask is not None:
+        check_shape(padding_mask, (z.shape[0], l_z), "padding_mask (batch, l_z)")
+    return z
+
+# %% ../nbs/05_components.ipynb #36636abc
+def _paper_params(self: MultiHeadAttention) -> MHAttentionParams:
+    """This layer's weights as the paper's W (per head W_q, b_q, W_k, b_k, W_v, b_v;
+    W_o, b_o)."""
+    per_matrix = []
+    for name in "qkv":
+        W, b = linear_params(self.fused_rows()[name][0])
+        rows = self.fused_rows()[name][1]
+        per_matrix += [W[rows].chunk(self.H), b[rows].chunk(self.H)]
+    heads = [AttentionParams(*(p[h] for p in per_matrix)) for h in range(self.H)]
+    return MHAttentionParams(heads, *linear_params(self.o))
+
+
+MultiHeadAttention.paper_params = _paper_params
+
+# %% ../nbs/05_components.ipynb #2077f74a
+class AttentionCache:
+    """One attention layer's keys and values (B, H, positions, d), kept between calls.
+    Self-attention appends the new positions' keys and values (room for `capacity`
+    positions); a cross-attention cache (`static=True`) keeps the context's keys and
+    values from the first call."""
+
+    def __init__(self, capacity: int, static: bool = False):
+        self.capacity, self.static = capacity, static
+        self.k = self.v = None
+        self.length = 0
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store k, v (B, H, n, d) after the cached positions; return all keys and
+        values so far."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"the cache holds {self.capacity} positions, "
+                             f"{end} were asked for")
+        if self.k is None:
+            self.k = k.new_zeros(k.shape[:2] + (self.capacity, k.shape[3]))
+            self.v = v.new_zeros(v.shape[:2] + (self.capacity, v.shape[3]))
+        self.k[:, :, start:end], self.v[:, :, start:end] = k, v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reorder(self, index: Tensor) -> None:
+        "Keep the rows `index` of the batch (beam search follows its surviving beams)."
+        if self.k is not None:
+            self.k, self.v = self.k[index], self.v[index]
 
 # %% ../nbs/05_components.ipynb #42689008
 @algorithm(6, "layer_norm", batched="components.LayerNorm")

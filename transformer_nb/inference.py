@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
-from torch import Tensor, nn
+from torch import Tensor
 
 from .registry import algorithm
 from transformer_nb.architectures import (
-    DTransformer, EDTransformer, TransformerParams, d_transformer_ref, ed_transformer_ref, gelu_ref, relu_ref,
+    DTransformer, EDTransformer, KVCache, TransformerParams, d_transformer_ref,
+    ed_transformer_ref, gelu_ref, relu_ref,
 )
 from .components import check_token_ids, combine_masks
 from .tokenization import pad
 
 # %% auto #0
 __all__ = ['temperature_ref', 'sample_ref', 'd_inference_ref', 'ed_inference_ref', 'check_sampling', 'sampling_probs',
-           'sample_next', 'KVCache', 'positions_of', 'embed_at', 'generate', 'ed_generate', 'beam_search',
-           'cross_attention']
+           'sample_next', 'positions_of', 'generate', 'ed_generate', 'beam_search', 'cross_attention']
 
 # %% ../nbs/07b_inference.ipynb #14e9ae60
 def temperature_ref(p: Tensor, tau: float) -> Tensor:
@@ -39,14 +38,17 @@ def sample_ref(p: Tensor, tau: float, generator: torch.Generator | None = None) 
 # %% ../nbs/07b_inference.ipynb #5f2524ff
 @algorithm(14, "DInference", batched="inference.generate")
 def d_inference_ref(x: list[int], theta: TransformerParams, l_gen: int, tau: float,
-                    generator: torch.Generator | None = None, eps: float = 0.0, act=gelu_ref) -> list[int]:
-    "Algorithm 14: l_gen tokens continuing the prompt x, each sampled from q proportional to p^(1/tau)."
+                    generator: torch.Generator | None = None, eps: float = 0.0,
+                    act=gelu_ref) -> list[int]:
+    """Algorithm 14: l_gen tokens continuing the prompt x, each sampled from q
+    proportional to p^(1/tau)."""
     l = len(x)  # line 1
     if l == 0:
         raise ValueError("the prompt x is empty: Algorithm 14 needs at least one token")
     l_max = theta.W_p.shape[1]
     if l + l_gen - 1 > l_max:
-        raise ValueError(f"a prompt of {l} tokens plus {l_gen} generated ones does not fit the context "
+        raise ValueError(f"a prompt of {l} tokens plus {l_gen} generated ones "
+                         "does not fit the context "
                          f"l_max = {l_max} (need l + l_gen - 1 <= l_max)")
     x = list(x)
     for i in range(1, l_gen + 1):  # line 2
@@ -54,25 +56,29 @@ def d_inference_ref(x: list[int], theta: TransformerParams, l_gen: int, tau: flo
         p = P[:, l + i - 2]  # line 4: the paper's column l+i-1, 0-based
         y = sample_ref(p, tau, generator)  # line 5
         x = x + [y]  # line 6
-    return x[l:l + l_gen]  # line 7
+    return x[l:l + l_gen]  # line 8
 
 # %% ../nbs/07b_inference.ipynb #ef5563c9
 @algorithm(15, "EDInference", batched="inference.ed_generate")
-def ed_inference_ref(z: list[int], theta: TransformerParams, bos_token: int, eos_token: int, tau: float,
-                     max_len: int, generator: torch.Generator | None = None, eps: float = 0.0,
+def ed_inference_ref(z: list[int], theta: TransformerParams, bos_token: int,
+                     eos_token: int, tau: float, max_len: int,
+                     generator: torch.Generator | None = None, eps: float = 0.0,
                      act=relu_ref) -> list[int]:
-    "Algorithm 15 with a length limit: [bos_token, sampled tokens ...] until eos_token or max_len tokens."
+    """Algorithm 15 with a length limit: [bos_token, sampled tokens ...] until eos_token
+    or max_len tokens."""
     l_max = theta.W_p.shape[1]
     if not 1 <= max_len <= l_max - 1:
-        raise ValueError(f"max_len must be between 1 and l_max - 1 = {l_max - 1}, got {max_len}")
+        raise ValueError(f"max_len must be between 1 and l_max - 1 = {l_max - 1}, "
+                         f"got {max_len}")
     x_hat = [bos_token]  # line 1
     y = None  # line 2 (the paper's y <- 0 only serves to enter the loop)
-    while y != eos_token and len(x_hat) <= max_len:  # line 3, with the length limit added
+    # line 3, with the length limit added
+    while y != eos_token and len(x_hat) <= max_len:
         P = ed_transformer_ref(z, x_hat, theta, eps, act)  # line 4
         p = P[:, len(x_hat) - 1]  # line 5: the paper's column length(x_hat), 0-based
         y = sample_ref(p, tau, generator)  # line 6
         x_hat = x_hat + [y]  # line 7
-    return x_hat  # line 8
+    return x_hat  # line 9
 
 # %% ../nbs/07b_inference.ipynb #5b8c88d0
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
@@ -114,145 +120,74 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 # %% ../nbs/07b_inference.ipynb #822e27de
-class KVCache:
-    "Keys and values of every layer for up to l_max positions, (B, H, l_max, d) each; `length` are filled."
-
-    def __init__(self, model: DTransformer, batch_size: int, device, dtype):
-        shape = lambda mha: (batch_size, mha.H, model.cfg.l_max, mha.d_attn)
-        vshape = lambda mha: (batch_size, mha.H, model.cfg.l_max, mha.d_mid)
-        self.keys = [torch.zeros(shape(l.attn.sublayer), device=device, dtype=dtype) for l in model.layers]
-        self.values = [torch.zeros(vshape(l.attn.sublayer), device=device, dtype=dtype) for l in model.layers]
-        self.length = 0
-
-
 def positions_of(padding_mask: Tensor) -> Tensor:
-    "Each token's position counted over the real tokens of its row (padding mask True = padding)."
+    """Each token's position counted over the real tokens of its row (padding mask True
+    = padding)."""
     return ((~padding_mask).long().cumsum(1) - 1).clamp(min=0)
 
 
-def embed_at(model: nn.Module, ids: Tensor, positions: Tensor) -> Tensor:
-    "Equation (1) with a position per token: W_e[:, x[t]] + W_p[:, positions[t]], as model.embed computes it."
-    emb = model.embed
-    table = emb.pos(model.cfg.l_max)  # (l_max, d_e): the whole positional table
-    e = emb.tok(ids) + table[positions]
-    return emb.dropout(emb.norm(e) if emb.norm is not None else e)
-
-
-def _attention_with_cache(layer: nn.Module, h: Tensor, cache: KVCache, i: int, padding: Tensor) -> Tensor:
-    "Layer i's self-attention sublayer for the new positions h (B, n, d_e), reading and extending the cache."
-    res, mha = layer.attn, layer.attn.sublayer
-    if res.placement not in ("pre", "post"):
-        raise ValueError(f"the KV cache supports Pre-LN and Post-LN layers, not {res.placement!r}")
-    x = res.norm(h) if res.placement == "pre" else h
-    q, k, v = mha.project(x, x)  # (B, H, n, d) each
-    start, end = cache.length, cache.length + h.shape[1]
-    cache.keys[i][:, :, start:end] = k
-    cache.values[i][:, :, start:end] = v
-    keys, values = cache.keys[i][:, :, :end], cache.values[i][:, :, :end]
-    if not padding[:, :end].any() and (h.shape[1] == 1 or start == 0):
-        # the common cases need no mask: one new token sees the whole cache, and a first block of tokens
-        # is plainly causal, which the fused kernel does by itself
-        out = F.scaled_dot_product_attention(q, keys, values, is_causal=h.shape[1] > 1)
-    else:
-        allowed = combine_masks(h.shape[0], h.shape[1], end, True, None, padding[:, :end], h.device)
-        empty = ~allowed.any(-1, keepdim=True)  # a padded query that sees nothing: as in MultiHeadAttention
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed | empty).masked_fill(empty, 0.0)
-    y = res.dropout(mha.o(rearrange(out, "b h l d -> b l (h d)")))
-    return h + y if res.placement == "pre" else res.norm(h + y)
-
-
-def _decoder_step(model: DTransformer, ids: Tensor, cache: KVCache, padding: Tensor) -> Tensor:
-    "Run the new tokens ids (B, n) through the model with the cache; logits (B, N_V) of the last position."
-    end = cache.length + ids.shape[1]
-    h = embed_at(model, ids, positions_of(padding[:, :end])[:, cache.length:])
-    for i, layer in enumerate(model.layers):
-        h = _attention_with_cache(layer, h, cache, i, padding)
-        h = layer.mlp(h)
-    cache.length = end
-    h = h[:, -1]
-    if model.final_norm is not None:
-        h = model.final_norm(h)
-    return model.unembed(h)
-
-
-def _decoder_full(model: DTransformer, ids: Tensor, padding: Tensor) -> Tensor:
-    "The same logits without a cache: the model's layers over the whole window (B, T)."
-    h = embed_at(model, ids, positions_of(padding))
-    for layer in model.layers:
-        h = layer(h, x_padding=padding)
-    h = h[:, -1]
-    if model.final_norm is not None:
-        h = model.final_norm(h)
-    return model.unembed(h)
-
-# %% ../nbs/07b_inference.ipynb #faad083e
-def _prompt_batch(prompts, padding_mask: Tensor | None, N_V: int, device) -> tuple[Tensor, Tensor, bool]:
-    "(ids (B, T), padding mask (B, T), whether a single prompt was given), checked."
-    single = False
-    if isinstance(prompts, Tensor):
-        ids = prompts[None] if prompts.dim() == 1 else prompts
-        single = prompts.dim() == 1
+def _token_batch(seqs, padding: Tensor | None, N_V: int, device, name: str = "prompt",
+                 side: str = "left") -> tuple[Tensor, Tensor, bool]:
+    """(ids (B, T), padding mask (B, T), whether a single sequence was given), checked.
+    `seqs`: one list of ids, a list of lists (padded on `side`), or a tensor with an
+    optional mask."""
+    what = "context" if name == "z" else name
+    empty = f"empty {what}: every {name} needs at least one token (e.g. bos_token)"
+    if isinstance(seqs, Tensor):
+        single, ids = seqs.dim() == 1, (seqs[None] if seqs.dim() == 1 else seqs)
         if ids.dim() != 2:
-            raise ValueError(f"prompts must be (B, T) token ids, got shape {tuple(prompts.shape)}")
-        padding = torch.zeros_like(ids, dtype=torch.bool) if padding_mask is None else padding_mask.bool()
+            raise ValueError(f"{name}s must be (B, T) token ids, "
+                             f"got shape {tuple(seqs.shape)}")
+        none = torch.zeros_like(ids, dtype=torch.bool)
+        padding = none if padding is None else padding.bool()
         if padding.shape != ids.shape:
-            raise ValueError(f"padding_mask has shape {tuple(padding.shape)}, the prompts {tuple(ids.shape)}")
+            raise ValueError(f"the padding mask has shape {tuple(padding.shape)}, "
+                             f"the {name}s {tuple(ids.shape)}")
     else:
-        prompts = list(prompts)
-        single = len(prompts) > 0 and not isinstance(prompts[0], (list, tuple, Tensor))
-        rows = [prompts] if single else [list(map(int, p)) for p in prompts]
+        seqs = list(seqs)
+        single = len(seqs) > 0 and not isinstance(seqs[0], (list, tuple, Tensor))
+        rows = [seqs] if single else [list(map(int, s)) for s in seqs]
         if not rows or any(len(r) == 0 for r in rows):
-            raise ValueError("empty prompt: every prompt needs at least one token (e.g. bos_token)")
-        ids, padding = pad(rows, 0, side="left")
+            raise ValueError(empty)
+        ids, padding = pad(rows, 0, side=side)
     if ids.shape[1] == 0 or padding.all(1).any():
-        raise ValueError("empty prompt: every prompt needs at least one token (e.g. bos_token)")
-    if (padding[:, 1:] & ~padding[:, :-1]).any():
-        raise ValueError("prompts must be left-padded: padding (True) may only come before the tokens")
-    check_token_ids(ids[~padding], N_V, name="prompt")
+        raise ValueError(empty)
+    if side == "left" and (padding[:, 1:] & ~padding[:, :-1]).any():
+        raise ValueError(f"{name}s must be left-padded: "
+                         "padding (True) may only come first")
+    check_token_ids(ids[~padding], N_V, name=name)
     return ids.to(device), padding.to(device), single
 
-
-@torch.no_grad()
-def generate(model: DTransformer, prompts, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, greedy: bool = False, stop_tokens=(),
-             padding_mask: Tensor | None = None, use_cache: bool = True, keep: int | None = None,
-             generator: torch.Generator | None = None):
-    "Continue each prompt by up to max_new_tokens tokens (see the text for the options)."
-    l_max, device = model.cfg.l_max, next(model.parameters()).device
-    check_sampling(temperature, top_k, top_p)
-    keep = l_max - 1 if keep is None else keep
-    if not 1 <= keep <= l_max - 1:
-        raise ValueError(f"keep must be between 1 and l_max - 1 = {l_max - 1}, got {keep}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    ids, padding, single = _prompt_batch(prompts, padding_mask, model.cfg.N_V, device)
-    ids, padding = ids[:, -l_max:], padding[:, -l_max:]
-    stop = torch.tensor(sorted(set(stop_tokens)), dtype=torch.long, device=device)
-    was_training = model.training
-    model.eval()
-    out, done, cache, fresh = [], torch.zeros(ids.shape[0], dtype=torch.bool, device=device), None, ids
-    for _ in range(max_new_tokens):
-        if not use_cache:
-            logits = _decoder_full(model, ids, padding)
-        else:
-            if cache is None:  # first step, or after the window slid: fill the cache from the whole window
-                cache = KVCache(model, ids.shape[0], device, next(model.parameters()).dtype)
-                fresh = ids
-            logits = _decoder_step(model, fresh, cache, padding)
-        y = sample_next(logits, temperature, top_k, top_p, greedy, generator)
+# %% ../nbs/07b_inference.ipynb #6604d422
+def _continue(model: DTransformer, ids: Tensor, padding: Tensor, n: int, next_token,
+              stop: Tensor, use_cache: bool, keep: int) -> list[Tensor]:
+    """The loop of `generate`: up to n tokens (B,) per step, until every row has met a
+    stop token."""
+    l_max, out, cache, fresh = model.cfg.l_max, [], None, ids
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    # without padding, positions are 0, 1, ... and nothing is masked
+    padded = bool(padding.any())
+    for _ in range(n):
+        # first step, or the window slid: refill from the window
+        if use_cache and cache is None:
+            cache, fresh = KVCache(model.cfg.L, l_max), ids
+        start = cache.length if use_cache else 0
+        positions = positions_of(padding)[:, start:] if padded else None
+        logits = model(fresh if use_cache else ids, padding if padded else None,
+                       cache=cache, positions=positions)[:, -1]
+        y = next_token(logits)
         out.append(y)
         done |= torch.isin(y, stop)
         if done.all():
             break
-        ids, padding = torch.cat([ids, y[:, None]], 1), F.pad(padding, (0, 1), value=False)
+        ids = torch.cat([ids, y[:, None]], 1)
+        padding = F.pad(padding, (0, 1), value=False)
         fresh = y[:, None]
-        if ids.shape[1] > l_max:  # slide the window: the last `keep` tokens and the new one
+        # slide the window: the last `keep` tokens and the new one
+        if ids.shape[1] > l_max:
             ids, padding, cache = ids[:, -(keep + 1):], padding[:, -(keep + 1):], None
-    model.train(was_training)
-    rows = torch.stack(out, 1).tolist() if out else [[] for _ in range(ids.shape[0])]
-    stop_set = set(stop.tolist())
-    rows = [_cut_at_stop(r, stop_set) for r in rows]
-    return rows[0] if single else rows
+            padded = bool(padding.any())
+    return out
 
 
 def _cut_at_stop(row: list[int], stop: set[int]) -> list[int]:
@@ -261,85 +196,135 @@ def _cut_at_stop(row: list[int], stop: set[int]) -> list[int]:
             return row[:i + 1]
     return row
 
+# %% ../nbs/07b_inference.ipynb #faad083e
+@torch.inference_mode()
+def generate(model: DTransformer, prompts, max_new_tokens: int,
+             temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, greedy: bool = False, stop_tokens=(),
+             padding_mask: Tensor | None = None, use_cache: bool = True,
+             keep: int | None = None, generator: torch.Generator | None = None):
+    """Continue each prompt by up to max_new_tokens tokens (see the text for the
+    options)."""
+    l_max, device = model.cfg.l_max, next(model.parameters()).device
+    check_sampling(temperature, top_k, top_p)
+    keep = l_max - 1 if keep is None else keep
+    if not 1 <= keep <= l_max - 1:
+        raise ValueError(f"keep must be between 1 and l_max - 1 = {l_max - 1}, "
+                         f"got {keep}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    ids, padding, single = _token_batch(prompts, padding_mask, model.cfg.N_V, device)
+    ids, padding = ids[:, -l_max:], padding[:, -l_max:]
+    stop = torch.tensor(sorted(set(stop_tokens)), dtype=torch.long, device=device)
+    def next_token(logits):
+        return sample_next(logits, temperature, top_k, top_p, greedy, generator)
+
+    was_training = model.training
+    model.eval()
+    try:
+        out = _continue(model, ids, padding, max_new_tokens, next_token, stop,
+                        use_cache, keep)
+    finally:  # an exception must not leave the model in eval mode
+        model.train(was_training)
+    rows = torch.stack(out, 1).tolist() if out else [[] for _ in range(ids.shape[0])]
+    rows = [_cut_at_stop(r, set(stop.tolist())) for r in rows]
+    return rows[0] if single else rows
+
 # %% ../nbs/07b_inference.ipynb #d3e5f3d9
-def _contexts(model: EDTransformer, z, z_padding: Tensor | None, device) -> tuple[Tensor, Tensor]:
-    if isinstance(z, Tensor):
-        ids = z[None] if z.dim() == 1 else z
-        padding = torch.zeros_like(ids, dtype=torch.bool) if z_padding is None else z_padding.bool()
-    else:
-        rows = list(z)
-        single = rows and not isinstance(rows[0], (list, tuple, Tensor))
-        rows = [rows] if single else [list(map(int, r)) for r in rows]
-        if not rows or any(len(r) == 0 for r in rows):
-            raise ValueError("empty context: every z needs at least one token")
-        ids, padding = pad(rows, 0)
-    check_token_ids(ids[~padding], model.cfg.N_V, name="z")
-    return ids.to(device), padding.to(device)
-
-
 def _check_max_len(model: EDTransformer, max_len: int) -> None:
     if not 1 <= max_len <= model.cfg.l_max - 1:
-        raise ValueError(f"max_len must be between 1 and l_max - 1 = {model.cfg.l_max - 1}, got {max_len}")
+        raise ValueError("max_len must be between 1 and "
+                         f"l_max - 1 = {model.cfg.l_max - 1}, "
+                         f"got {max_len}")
 
 
-@torch.no_grad()
-def ed_generate(model: EDTransformer, z, bos_token: int, eos_token: int, max_len: int, greedy: bool = True,
-                temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                z_padding: Tensor | None = None, generator: torch.Generator | None = None) -> list[list[int]]:
-    "Algorithm 15 for a batch of contexts, encoding once: the tokens after bos_token, before eos_token."
+@torch.inference_mode()
+def ed_generate(model: EDTransformer, z, bos_token: int, eos_token: int, max_len: int,
+                greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, z_padding: Tensor | None = None,
+                generator: torch.Generator | None = None) -> list[list[int]]:
+    """Algorithm 15 for a batch of contexts, encoding once: the tokens after bos_token,
+    before eos_token."""
     check_sampling(temperature, top_k, top_p)
     _check_max_len(model, max_len)
     device = next(model.parameters()).device
-    z, z_pad = _contexts(model, z, z_padding, device)
+    z, z_pad, _ = _token_batch(z, z_padding, model.cfg.N_V, device, name="z",
+                               side="right")
     was_training = model.training
     model.eval()
-    Z = model.encode(z, z_pad)
-    x = torch.full((z.shape[0], 1), bos_token, dtype=torch.long, device=device)
-    done = torch.zeros(z.shape[0], dtype=torch.bool, device=device)
-    for _ in range(max_len):
-        logits = model.decode(x, Z, None, z_pad)[:, -1]
-        y = sample_next(logits, temperature, top_k, top_p, greedy, generator)
-        x = torch.cat([x, y[:, None]], 1)
-        done |= y == eos_token
-        if done.all():
-            break
-    model.train(was_training)
-    return [_cut_at_stop(row, {eos_token})[:-1] if eos_token in row else row for row in x[:, 1:].tolist()]
+    try:
+        Z = model.encode(z, z_pad)
+        cache = KVCache(model.cfg.L_dec, model.cfg.l_max, cross=True)
+        x = torch.full((z.shape[0], 1), bos_token, dtype=torch.long, device=device)
+        done = torch.zeros(z.shape[0], dtype=torch.bool, device=device)
+        for _ in range(max_len):
+            logits = model.decode(x[:, -1:], Z, None, z_pad, cache=cache)[:, -1]
+            y = sample_next(logits, temperature, top_k, top_p, greedy, generator)
+            x = torch.cat([x, y[:, None]], 1)
+            done |= y == eos_token
+            if done.all():
+                break
+    finally:
+        model.train(was_training)
+    rows = x[:, 1:].tolist()
+    return [_cut_at_stop(row, {eos_token})[:-1] if eos_token in row else row
+            for row in rows]
 
+# %% ../nbs/07b_inference.ipynb #b3e72a28
+def _best_extensions(beams, logp: Tensor, beam_width: int, eos_token: int,
+                     finished: list):
+    """The live beams after one step and the beam each came from; finished ones go to
+    `finished`."""
+    totals = torch.tensor([s for _, s in beams], dtype=torch.float64,
+                          device=logp.device)
+    best = (totals[:, None] + logp).flatten().topk(min(2 * beam_width, logp.numel()))
+    live, origin = [], []
+    scored = zip(best.values.tolist(), best.indices.tolist())
+    for rank, (score, index) in enumerate(scored):
+        b, token = divmod(index, logp.shape[1])
+        extended = (beams[b][0] + [token], score)
+        if token == eos_token:
+            # a finished hypothesis must rank among the best beam_width
+            if rank < beam_width:
+                finished.append(extended)
+        elif len(live) < beam_width:
+            live.append(extended)
+            origin.append(b)
+    return live, origin
 
-@torch.no_grad()
-def beam_search(model: EDTransformer, z: list[int], bos_token: int, eos_token: int, max_len: int,
-                beam_width: int = 4, alpha: float = 1.0) -> tuple[list[int], float]:
-    "The best output for one context z by beam search: (tokens after bos_token without eos_token, score)."
+# %% ../nbs/07b_inference.ipynb #cf1122ec
+@torch.inference_mode()
+def beam_search(model: EDTransformer, z: list[int], bos_token: int, eos_token: int,
+                max_len: int, beam_width: int = 4,
+                alpha: float = 1.0) -> tuple[list[int], float]:
+    """The best output for one context z by beam search: (tokens after bos_token,
+    without eos, score)."""
     if beam_width < 1:
         raise ValueError(f"beam_width must be at least 1, got {beam_width}")
     _check_max_len(model, max_len)
     device = next(model.parameters()).device
-    z, z_pad = _contexts(model, [list(z)], None, device)
+    z, z_pad, _ = _token_batch([list(z)], None, model.cfg.N_V, device, name="z",
+                               side="right")
     was_training = model.training
     model.eval()
-    Z = model.encode(z, z_pad)
-    beams, finished = [([bos_token], 0.0)], []  # (tokens, total log-probability)
-    for _ in range(max_len):
-        x = torch.tensor([tokens for tokens, _ in beams], device=device)
-        logp = model.decode(x, Z.expand(len(beams), -1, -1))[:, -1].double().log_softmax(-1)
-        totals = torch.tensor([s for _, s in beams], dtype=torch.float64, device=device)[:, None] + logp
-        best = totals.flatten().topk(min(2 * beam_width, totals.numel()))
-        live = []
-        for rank, (score, index) in enumerate(zip(best.values.tolist(), best.indices.tolist())):
-            b, token = divmod(index, logp.shape[1])
-            extended = (beams[b][0] + [token], score)
-            if token == eos_token:
-                if rank < beam_width:  # a finished hypothesis must rank among the best beam_width
-                    finished.append(extended)
-            elif len(live) < beam_width:
-                live.append(extended)
-        beams = live
-        if len(finished) >= beam_width or not beams:
-            break
-    else:
-        finished += beams  # max_len reached: unfinished beams compete too
-    model.train(was_training)
+    try:
+        Z = model.encode(z, z_pad)
+        cache = KVCache(model.cfg.L_dec, model.cfg.l_max, cross=True)
+        beams, finished = [([bos_token], 0.0)], []  # (tokens, total log-probability)
+        for _ in range(max_len):
+            x = torch.tensor([[tokens[-1]] for tokens, _ in beams], device=device)
+            logits = model.decode(x, Z.expand(len(beams), -1, -1), cache=cache)[:, -1]
+            logp = logits.double().log_softmax(-1)
+            beams, origin = _best_extensions(beams, logp, beam_width, eos_token,
+                                             finished)
+            if len(finished) >= beam_width or not beams:
+                break
+            # each live beam's own past
+            cache.reorder(torch.tensor(origin, device=device))
+        else:
+            finished += beams  # max_len reached: unfinished beams compete too
+    finally:
+        model.train(was_training)
     norm = lambda h: h[1] / (len(h[0]) - 1) ** alpha
     tokens, score = max(finished, key=norm)
     return [t for t in tokens[1:] if t != eos_token], norm((tokens, score))

@@ -75,61 +75,70 @@ def sgd_step_ref(theta: TransformerParams, loss: Tensor, eta: float) -> None:
                 p -= eta * g
 
 # %% ../nbs/07a_training.ipynb #d5ffc687
-def d_loss_ref(x: list[int], theta: TransformerParams, eps: float = 0.0, act=gelu_ref) -> Tensor:
+def d_loss_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
+               act=gelu_ref) -> Tensor:
     "Algorithm 13, lines 3-5: -sum_t log P(theta)[x[t+1], t] for one sequence x."
     l = len(x)  # line 3
     if l < 2:
-        raise ValueError(f"next-token prediction needs a sequence of at least 2 tokens, got {l}")
+        raise ValueError("next-token prediction needs a sequence of at least 2 tokens, "
+                         f"got {l}")
     P = d_transformer_ref(x, theta, eps, act)  # line 4
-    return -torch.stack([torch.log(P[x[t + 1], t]) for t in range(l - 1)]).sum()  # line 5
+    # line 5
+    return -torch.stack([torch.log(P[x[t + 1], t]) for t in range(l - 1)]).sum()
 
 
 @algorithm(13, "DTraining", batched="training.next_token_loss")
-def d_training_ref(xs: list[list[int]], theta: TransformerParams, N_epochs: int, eta: float,
-                   eps: float = 0.0, act=gelu_ref) -> tuple[TransformerParams, list[float]]:
-    "Algorithm 13: per-sequence SGD on the next-token log loss. Returns (theta_hat, the loss of every step)."
+def d_training_ref(xs: list[list[int]], theta: TransformerParams, N_epochs: int,
+                   eta: float, eps: float = 0.0,
+                   act=gelu_ref) -> tuple[TransformerParams, list[float]]:
+    """Algorithm 13: per-sequence SGD on the next-token log loss. Returns (theta_hat,
+    the loss of every step)."""
     theta, losses = leaf_params(theta), []
     for i in range(N_epochs):  # line 1
         for x_n in xs:  # line 2
             loss = d_loss_ref(x_n, theta, eps, act)  # lines 3-5
             sgd_step_ref(theta, loss, eta)  # line 6
             losses.append(loss.item())
-    return theta, losses  # line 7
+    return theta, losses  # line 9
 
 # %% ../nbs/07a_training.ipynb #c8acbec1
 def mask_tokens_ref(x: list[int], p_mask: float, mask_token: int,
                     generator: torch.Generator | None = None) -> list[int]:
-    "Algorithm 12, line 4: each token replaced by mask_token with probability p_mask."
+    """Algorithm 12, lines 4-6: each token replaced by mask_token with probability
+    p_mask."""
     if not 0 < p_mask < 1:
         raise ValueError(f"p_mask must be in (0, 1), got {p_mask}")
     u = torch.rand(len(x), generator=generator)
     return [mask_token if u[t] < p_mask else x[t] for t in range(len(x))]
 
 
-def e_loss_ref(x: list[int], x_tilde: list[int], theta: TransformerParams, mask_token: int,
-               eps: float = 0.0, act=gelu_ref) -> Tensor | None:
-    "Algorithm 12, lines 5-7: -sum over masked t of log P(theta)[x[t], t]; None if nothing is masked."
-    T_tilde = [t for t in range(len(x)) if x_tilde[t] == mask_token]  # line 5
+def e_loss_ref(x: list[int], x_tilde: list[int], theta: TransformerParams,
+               mask_token: int, eps: float = 0.0, act=gelu_ref) -> Tensor | None:
+    """Algorithm 12, lines 7-9: -sum over masked t of log P(theta)[x[t], t]; None if
+    nothing is masked."""
+    T_tilde = [t for t in range(len(x)) if x_tilde[t] == mask_token]  # line 7
     if not T_tilde:
         return None
-    P = e_transformer_ref(x_tilde, theta, eps, act)  # line 6
-    return -torch.stack([torch.log(P[x[t], t]) for t in T_tilde]).sum()  # line 7
+    P = e_transformer_ref(x_tilde, theta, eps, act)  # line 8
+    return -torch.stack([torch.log(P[x[t], t]) for t in T_tilde]).sum()  # line 9
 
 
 @algorithm(12, "ETraining", batched="training.mlm_loss")
-def e_training_ref(xs: list[list[int]], theta: TransformerParams, N_epochs: int, eta: float, p_mask: float,
-                   mask_token: int, generator: torch.Generator | None = None, eps: float = 0.0,
+def e_training_ref(xs: list[list[int]], theta: TransformerParams, N_epochs: int,
+                   eta: float, p_mask: float, mask_token: int,
+                   generator: torch.Generator | None = None, eps: float = 0.0,
                    act=gelu_ref) -> tuple[TransformerParams, list[float]]:
-    "Algorithm 12: masked language modelling by per-sequence SGD. Returns (theta_hat, each step's loss)."
+    """Algorithm 12: masked language modelling by per-sequence SGD. Returns (theta_hat,
+    each step's loss)."""
     theta, losses = leaf_params(theta), []
     for i in range(N_epochs):  # line 1
         for x_n in xs:  # line 2
-            x_tilde = mask_tokens_ref(x_n, p_mask, mask_token, generator)  # lines 3-4
-            loss = e_loss_ref(x_n, x_tilde, theta, mask_token, eps, act)  # lines 5-7
+            x_tilde = mask_tokens_ref(x_n, p_mask, mask_token, generator)  # lines 3-6
+            loss = e_loss_ref(x_n, x_tilde, theta, mask_token, eps, act)  # lines 7-9
             if loss is not None:
-                sgd_step_ref(theta, loss, eta)  # line 8
+                sgd_step_ref(theta, loss, eta)  # line 10
             losses.append(0.0 if loss is None else loss.item())
-    return theta, losses
+    return theta, losses  # line 13
 
 # %% ../nbs/07a_training.ipynb #fd31cbd1
 def ed_loss_ref(z: list[int], x: list[int], theta: TransformerParams, eps: float = 0.0,
@@ -137,15 +146,19 @@ def ed_loss_ref(z: list[int], x: list[int], theta: TransformerParams, eps: float
     "Algorithm 11, lines 3-5: -sum_t log P(theta)[x[t+1], t] for one pair (z, x)."
     l = len(x)  # line 3
     if l < 2:
-        raise ValueError(f"the target x needs at least 2 tokens (e.g. bos_token and eos_token), got {l}")
+        raise ValueError("the target x needs at least 2 tokens "
+                         f"(e.g. bos_token and eos_token), got {l}")
     P = ed_transformer_ref(z, x, theta, eps, act)  # line 4
-    return -torch.stack([torch.log(P[x[t + 1], t]) for t in range(l - 1)]).sum()  # line 5
+    # line 5
+    return -torch.stack([torch.log(P[x[t + 1], t]) for t in range(l - 1)]).sum()
 
 
 @algorithm(11, "EDTraining", batched="training.seq2seq_loss")
-def ed_training_ref(zs: list[list[int]], xs: list[list[int]], theta: TransformerParams, N_epochs: int,
-                    eta: float, eps: float = 0.0, act=relu_ref) -> tuple[TransformerParams, list[float]]:
-    "Algorithm 11: seq2seq training by per-sequence SGD. Returns (theta_hat, the loss of every step)."
+def ed_training_ref(zs: list[list[int]], xs: list[list[int]], theta: TransformerParams,
+                    N_epochs: int, eta: float, eps: float = 0.0,
+                    act=relu_ref) -> tuple[TransformerParams, list[float]]:
+    """Algorithm 11: seq2seq training by per-sequence SGD. Returns (theta_hat, the loss
+    of every step)."""
     if len(zs) != len(xs):
         raise ValueError(f"got {len(zs)} contexts z but {len(xs)} targets x")
     theta, losses = leaf_params(theta), []
@@ -154,7 +167,7 @@ def ed_training_ref(zs: list[list[int]], xs: list[list[int]], theta: Transformer
             loss = ed_loss_ref(z_n, x_n, theta, eps, act)  # lines 3-5
             sgd_step_ref(theta, loss, eta)  # line 6
             losses.append(loss.item())
-    return theta, losses
+    return theta, losses  # line 9
 
 # %% ../nbs/07a_training.ipynb #7f345376
 import warnings
