@@ -54,7 +54,7 @@ def _id_list(ids, vocab_size: int) -> list[int]:
 
 # %% ../nbs/04_tokenization.ipynb #3d11bbd3
 class _Vocabulary:
-    "The numbering: ordinary ids 0..n_ordinary-1, then mask, bos, eos (N_V-3, -2, -1)."
+    "The numbering: ids 0..n_ordinary-1, then mask, bos, eos = N_V-3, N_V-2, N_V-1."
 
     def __init__(self, n_ordinary: int):
         if n_ordinary < 1:
@@ -137,7 +137,7 @@ class Tokenizer(_Stored):
         return [self.bos_token] * bos + ids + [self.eos_token] * eos
 
     def decode(self, ids, skip_special: bool = True) -> str:
-        "The text of `ids`; special tokens dropped, or shown if not `skip_special`."
+        "The text of `ids`; special tokens dropped, or shown as [MASK], [BOS], [EOS]."
         pieces, run = [], []
         for i in _id_list(ids, self.vocab_size):
             if i < self.n_ordinary:
