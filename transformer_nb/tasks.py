@@ -55,7 +55,7 @@ DATA_FILES = {
 
 # %% ../nbs/03_tasks.ipynb #700c496a
 def find_repo_root(start: str | Path | None = None) -> Path | None:
-    "The first folder at or above `start` (default: the cwd, then the package's folder) with `settings.ini`."
+    "The first folder at or above `start` (default: cwd, package) with `settings.ini`."
     starts = [Path(start)] if start is not None else [Path.cwd(), _package_dir()]
     for s in starts:
         for folder in [s.resolve(), *s.resolve().parents]:
@@ -65,7 +65,7 @@ def find_repo_root(start: str | Path | None = None) -> Path | None:
 
 
 def _package_dir() -> Path:
-    import transformer_nb  # the installed package; its file also works inside the notebook
+    import transformer_nb  # the installed package; also works inside the notebook
     return Path(transformer_nb.__file__).resolve().parent
 
 
@@ -99,27 +99,29 @@ def sha256_of(path: str | Path) -> str:
 
 
 def check_sha256(path: Path, expected: str) -> None:
-    "Raise a `ValueError` if the file at `path` does not have the SHA-256 digest `expected`."
+    "Raise a `ValueError` unless the file at `path` has the SHA-256 digest `expected`."
     got = sha256_of(path)
     if got != expected:
-        raise ValueError(f"{path} has sha256 {got}, expected {expected}: the file is damaged or a different "
-                         f"version; delete it (or pass verify=False if you really mean to use it)")
+        raise ValueError(f"{path} has sha256 {got}, expected {expected}: the file is "
+                         f"damaged or a different version; delete it (or pass "
+                         f"verify=False if you really mean to use it)")
 
 # %% ../nbs/03_tasks.ipynb #c2698ec4
 def download(url: str, dest: str | Path, sha256: str, timeout: float = 30.0) -> Path:
-    "Download `url` to `dest`, replacing it only if the download's SHA-256 is `sha256`; returns `dest`."
+    "Download `url` to `dest`, replaced only if the SHA-256 is `sha256`; return `dest`."
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
     try:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        with os.fdopen(fd, "wb") as out, \
+                urllib.request.urlopen(url, timeout=timeout) as response:
             for block in iter(lambda: response.read(1 << 16), b""):
                 h.update(block)
                 out.write(block)
         if h.hexdigest() != sha256:
-            raise ValueError(f"download of {url} has sha256 {h.hexdigest()}, expected {sha256}; "
-                             f"nothing was written to {dest}")
+            raise ValueError(f"download of {url} has sha256 {h.hexdigest()}, "
+                             f"expected {sha256}; nothing was written to {dest}")
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -129,14 +131,15 @@ def download(url: str, dest: str | Path, sha256: str, timeout: float = 30.0) -> 
 # %% ../nbs/03_tasks.ipynb #d47af2f3
 def data_file(name: str, path: str | Path | None = None, download_missing: bool = True,
               verify: bool = True, url: str | None = None) -> Path:
-    "Path of data file `name` (a `DATA_FILES` key): `path`, else a local copy, else a download to the cache."
+    "Path of data file `name`: `path`, else a local copy, else a download to the cache."
     if name not in DATA_FILES:
         raise ValueError(f"unknown data file {name!r}; known: {sorted(DATA_FILES)}")
     info = DATA_FILES[name]
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist (given as the path of {name})")
+            raise FileNotFoundError(
+                f"{path} does not exist (given as the path of {name})")
         candidates = [path]
     else:
         candidates = [p for p in local_candidates(name) if p.is_file()]
@@ -156,9 +159,10 @@ def data_file(name: str, path: str | Path | None = None, download_missing: bool 
 
 def _missing_message(info: DataFile, reason: str) -> str:
     places = "\n".join(f"  {p}" for p in local_candidates(info.name))
-    return (f"data file {info.name} was not found and {reason}.\nPut a copy at one of these places "
-            f"(searched in this order):\n{places}\nor set TRANSFORMER_NB_DATA to the folder that holds it, "
-            f"or pass path=.\nIt is: {info.origin}; expected sha256 {info.sha256}.")
+    return (f"data file {info.name} was not found and {reason}.\n"
+            f"Put a copy at one of these places (searched in this order):\n{places}\n"
+            f"or set TRANSFORMER_NB_DATA to the folder that holds it, or pass path=.\n"
+            f"It is: {info.origin}; expected sha256 {info.sha256}.")
 
 # %% ../nbs/03_tasks.ipynb #23de09df
 def load_tiny_shakespeare(path: str | Path | None = None) -> str:
@@ -167,7 +171,7 @@ def load_tiny_shakespeare(path: str | Path | None = None) -> str:
 
 
 def split_documents(text: str) -> list[str]:
-    "Cut `text` at blank lines into documents (speeches), each with its final newline: '\\n'.join inverts it."
+    "Cut `text` at blank lines into speeches ending in '\\n'; '\\n'.join undoes it."
     body = text.rstrip("\n")
     return [doc + "\n" for doc in body.split("\n\n")] if body else []
 
@@ -180,18 +184,19 @@ def chunk(seq: Sequence, l_max: int) -> list:
 
 
 def chunk_documents(docs: Sequence[Sequence], l_max: int) -> list:
-    "The paper's chunking: each document cut into chunks of length <= `l_max`; no chunk spans two documents."
+    "The paper's chunking: documents cut into chunks of <= `l_max`, none spanning two."
     return [piece for doc in docs for piece in chunk(doc, l_max)]
 
 # %% ../nbs/03_tasks.ipynb #9c7e6ac4
 def train_val_split(items: Sequence, val_fraction: float = 0.1) -> tuple[list, list]:
-    "Contiguous split: the first (1 - `val_fraction`) of `items` for training, the rest for validation."
+    "Contiguous split: the last `val_fraction` of `items` validates, the rest trains."
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        raise ValueError("val_fraction must be between 0 and 1 (exclusive), "
+                         f"got {val_fraction}")
     n_val = max(1, round(len(items) * val_fraction))
     if n_val >= len(items):
-        raise ValueError(f"{len(items)} items are too few to split off a validation fraction "
-                         f"of {val_fraction}")
+        raise ValueError(f"{len(items)} items are too few to split off a validation "
+                         f"fraction of {val_fraction}")
     return list(items[:-n_val]), list(items[-n_val:])
 
 # %% ../nbs/03_tasks.ipynb #03bc266f
@@ -261,7 +266,7 @@ class WindowSampler(BatchSampler):
 # %% ../nbs/03_tasks.ipynb #cbe8e711
 @dataclass(frozen=True)
 class TranslationPair:
-    "A Tatoeba pair: English sentence (context z), French translation (primary x), CC-BY attribution."
+    "A Tatoeba pair: English (context z), French (primary x), CC-BY attribution."
     english: str
     french: str
     attribution: str
@@ -276,26 +281,29 @@ def parse_tatoeba(lines: Sequence[str]) -> list[TranslationPair]:
             continue
         fields = line.split("\t")
         if len(fields) != 3:
-            raise ValueError(f"line {number} has {len(fields)} tab-separated fields, expected 3 "
-                             f"(English, French, attribution): {line[:80]!r}")
+            raise ValueError(f"line {number} has {len(fields)} tab-separated fields, "
+                             f"expected 3 (English, French, attribution): "
+                             f"{line[:80]!r}")
         pairs.append(TranslationPair(*fields))
     return pairs
 
 
 def load_tatoeba(path: str | Path | None = None) -> list[TranslationPair]:
-    "The 5,000 English-French Tatoeba pairs shipped with the course, attribution included."
-    return parse_tatoeba(data_file("tatoeba-eng-fra-5k.tsv", path).read_text(encoding="utf-8").splitlines())
+    "The 5,000 English-French Tatoeba pairs shipped with the course, with attribution."
+    text = data_file("tatoeba-eng-fra-5k.tsv", path).read_text(encoding="utf-8")
+    return parse_tatoeba(text.splitlines())
 
 # %% ../nbs/03_tasks.ipynb #1b544bcb
 def _hash_fraction(key: str) -> float:
-    "A number in [0, 1) fixed by `key` (from its SHA-256), the same on every machine and every run."
+    "A number in [0, 1) fixed by `key` (via SHA-256), the same on every machine."
     return int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:12], 16) / 16**12
 
 
 def split_by_key(items: Sequence, key, val_fraction: float = 0.1) -> tuple[list, list]:
-    "Split `items` keeping items with equal `key(item)` on one side; about `val_fraction` of them validate."
+    "Split `items`, equal `key(item)`s on one side; about `val_fraction` validate."
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        raise ValueError("val_fraction must be between 0 and 1 (exclusive), "
+                         f"got {val_fraction}")
     train, val = [], []
     for item in items:
         (val if _hash_fraction(key(item)) < val_fraction else train).append(item)
@@ -316,7 +324,7 @@ def digit_answer(kind: str, source: str) -> str:
         return str(int(a) + int(b))
     raise ValueError(f"unknown digit task {kind!r}; choose one of {DIGIT_TASKS}")
 
-
+# %% ../nbs/03_tasks.ipynb #363261cc
 def _random_number(rng: random.Random, n_digits: int, leading_zero: bool) -> str:
     first = rng.choice("0123456789" if leading_zero or n_digits == 1 else "123456789")
     return first + "".join(rng.choice("0123456789") for _ in range(n_digits - 1))
@@ -324,36 +332,41 @@ def _random_number(rng: random.Random, n_digits: int, leading_zero: bool) -> str
 
 def digit_task(kind: str, n: int, seed: int = 0, min_digits: int = 1,
                max_digits: int = 8) -> list[tuple[str, str]]:
-    "`n` (source, target) pairs of digit task `kind`; the same seed gives the same pairs."
+    "`n` (source, target) pairs of digit task `kind`, fixed by `seed`."
     if kind not in DIGIT_TASKS:
         raise ValueError(f"unknown digit task {kind!r}; choose one of {DIGIT_TASKS}")
     if not 1 <= min_digits <= max_digits:
-        raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits} and {max_digits}")
+        raise ValueError("need 1 <= min_digits <= max_digits, "
+                         f"got {min_digits} and {max_digits}")
     rng = random.Random(f"{kind}-{seed}")
     examples = []
     for _ in range(n):
         if kind == "add":
-            source = "+".join(_random_number(rng, rng.randint(min_digits, max_digits), leading_zero=False)
-                              for _ in range(2))
+            source = "+".join(_random_number(rng, rng.randint(min_digits, max_digits),
+                                             leading_zero=False) for _ in range(2))
         else:
-            source = _random_number(rng, rng.randint(min_digits, max_digits), leading_zero=True)
+            n_digits = rng.randint(min_digits, max_digits)
+            source = _random_number(rng, n_digits, leading_zero=True)
         examples.append((source, digit_answer(kind, source)))
     return examples
 
-
+# %% ../nbs/03_tasks.ipynb #69af30cf
 def exact_match(predictions: Sequence, targets: Sequence) -> float:
-    "The fraction of `predictions` equal to their `targets` (strings or token-id lists)."
+    "The fraction of `predictions` equal to their `targets` (strings or id lists)."
     if len(predictions) != len(targets):
-        raise ValueError(f"got {len(predictions)} predictions for {len(targets)} targets")
+        raise ValueError(
+            f"got {len(predictions)} predictions for {len(targets)} targets")
     if len(targets) == 0:
         raise ValueError("exact_match needs at least one prediction")
     return sum(list(p) == list(t) for p, t in zip(predictions, targets)) / len(targets)
 
 # %% ../nbs/03_tasks.ipynb #88f5b271
-def shuffled_batches(n_items: int, batch_size: int, seed: int = 0, epoch: int = 0) -> list[list[int]]:
-    "One epoch of index batches: a random permutation of range(n_items), fixed by (seed, epoch)."
+def shuffled_batches(n_items: int, batch_size: int, seed: int = 0,
+                     epoch: int = 0) -> list[list[int]]:
+    "One epoch of index batches: range(n_items) shuffled, fixed by (seed, epoch)."
     if n_items < 1 or batch_size < 1:
-        raise ValueError(f"n_items and batch_size must be positive, got {n_items} and {batch_size}")
+        raise ValueError("n_items and batch_size must be positive, "
+                         f"got {n_items} and {batch_size}")
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n_items, generator=g).tolist()
     return [order[i:i + batch_size] for i in range(0, n_items, batch_size)]
@@ -364,7 +377,8 @@ BRACKETS = "()[]"
 
 def _bracket_pairs(brackets: str) -> dict[str, str]:
     if len(brackets) % 2 or len(brackets) == 0 or len(set(brackets)) != len(brackets):
-        raise ValueError(f"brackets must list distinct opening/closing pairs like '()[]', got {brackets!r}")
+        raise ValueError("brackets must list distinct opening/closing pairs like "
+                         f"'()[]', got {brackets!r}")
     return dict(zip(brackets[1::2], brackets[0::2]))  # closing -> opening
 
 
@@ -379,7 +393,8 @@ def is_balanced(s: str, brackets: str = BRACKETS) -> bool:
         elif c in brackets:
             stack.append(c)
         else:
-            raise ValueError(f"character {c!r} at position {i} is not one of the brackets {brackets!r}")
+            raise ValueError(f"character {c!r} at position {i} is not one of the "
+                             f"brackets {brackets!r}")
     return not stack
 
 
@@ -407,9 +422,9 @@ def random_balanced(length: int, rng: random.Random, brackets: str = BRACKETS) -
             out.append(opener); stack.append(closer)
     return "".join(out)
 
-
+# %% ../nbs/03_tasks.ipynb #eab01edd
 def _hard_negative(positive: str, rng: random.Random, brackets: str = BRACKETS) -> str:
-    "An unbalanced string with the same symbols as `positive`: two different symbols swapped."
+    "An unbalanced string with the symbols of `positive`: two different ones swapped."
     s = list(positive)
     while True:
         i, j = rng.sample(range(len(s)), 2)
@@ -422,11 +437,13 @@ def _hard_negative(positive: str, rng: random.Random, brackets: str = BRACKETS) 
 
 def bracket_task(n: int, seed: int = 0, min_length: int = 2, max_length: int = 24,
                  brackets: str = BRACKETS) -> list[tuple[str, int]]:
-    "`n` (string, label) pairs, label 1 = balanced, exactly half of each class, shuffled; fixed by `seed`."
+    "`n` shuffled (string, label) pairs, half with label 1 = balanced; fixed by `seed`."
     if n < 2 or n % 2:
-        raise ValueError(f"n must be a positive even number (half of each class), got {n}")
+        raise ValueError("n must be a positive even number (half of each class), "
+                         f"got {n}")
     if min_length < 2 or min_length > max_length:
-        raise ValueError(f"need 2 <= min_length <= max_length, got {min_length} and {max_length}")
+        raise ValueError("need 2 <= min_length <= max_length, "
+                         f"got {min_length} and {max_length}")
     _bracket_pairs(brackets)
     rng = random.Random(f"brackets-{seed}")
     even_lengths = range(min_length + min_length % 2, max_length + 1, 2)
@@ -444,15 +461,17 @@ def bracket_task(n: int, seed: int = 0, min_length: int = 2, max_length: int = 2
 LANGUAGES = ("English", "French")
 
 
-def language_id_task(pairs: Sequence[TranslationPair], seed: int = 0) -> list[tuple[str, int]]:
-    "Balanced (sentence, label) examples, label 0 = English and 1 = French, shuffled by `seed`."
-    english = dict.fromkeys(p.english for p in pairs)  # dict keeps the file order, unlike set
+def language_id_task(pairs: Sequence[TranslationPair],
+                     seed: int = 0) -> list[tuple[str, int]]:
+    "Balanced (sentence, label) pairs, 0 = English and 1 = French, shuffled by `seed`."
+    english = dict.fromkeys(p.english for p in pairs)  # keeps file order, unlike set
     french = dict.fromkeys(p.french for p in pairs)
     ambiguous = english.keys() & french.keys()
     english = [s for s in english if s not in ambiguous]
     french = [s for s in french if s not in ambiguous]
     rng = random.Random(f"language-id-{seed}")
     n = min(len(english), len(french))
-    examples = [(s, 0) for s in rng.sample(english, n)] + [(s, 1) for s in rng.sample(french, n)]
+    examples = ([(s, 0) for s in rng.sample(english, n)]
+                + [(s, 1) for s in rng.sample(french, n)])
     rng.shuffle(examples)
     return examples

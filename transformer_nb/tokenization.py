@@ -22,7 +22,8 @@ __all__ = ['SPECIAL_TOKENS', 'SPECIAL_TEXT', 'UNKNOWN_POLICIES', 'PRETOKEN_PATTE
 
 # %% ../nbs/04_tokenization.ipynb #e53deda8
 SPECIAL_TOKENS = ("mask_token", "bos_token", "eos_token")
-SPECIAL_TEXT = {"mask_token": "[MASK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}  # how decode shows them
+# how decode shows the special tokens
+SPECIAL_TEXT = {"mask_token": "[MASK]", "bos_token": "[BOS]", "eos_token": "[EOS]"}
 _FORMAT = "transformer_nb.tokenizer"
 
 
@@ -33,11 +34,11 @@ def _check_text(text) -> str:
 
 
 def _id_list(ids, vocab_size: int) -> list[int]:
-    "`ids` (a list, tuple or 1-D integer tensor) as a list of ints, each checked to be below `vocab_size`."
+    "`ids` (a list, tuple or 1-D integer tensor) as a list of ints below `vocab_size`."
     if isinstance(ids, Tensor):
         if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise ValueError(f"decode expects a 1-D integer tensor, got shape {tuple(ids.shape)} "
-                             f"and dtype {ids.dtype}")
+            raise ValueError(f"decode expects a 1-D integer tensor, got shape "
+                             f"{tuple(ids.shape)} and dtype {ids.dtype}")
         ids = ids.tolist()
     if isinstance(ids, (str, bytes)):
         raise ValueError("decode expects a sequence of token ids, not a string")
@@ -46,24 +47,19 @@ def _id_list(ids, vocab_size: int) -> list[int]:
         if isinstance(i, bool) or not isinstance(i, int):
             raise ValueError(f"token ids must be ints, got {i!r} ({type(i).__name__})")
         if not 0 <= i < vocab_size:
-            raise ValueError(f"token id {i} is outside the vocabulary {{0, ..., {vocab_size - 1}}} "
-                             f"(N_V = {vocab_size})")
+            raise ValueError(f"token id {i} is outside the vocabulary "
+                             f"{{0, ..., {vocab_size - 1}}} (N_V = {vocab_size})")
         out.append(i)
     return out
 
 # %% ../nbs/04_tokenization.ipynb #3d11bbd3
-class Tokenizer:
-    "Every tokeniser's interface: ordinary ids 0..n_ordinary-1, then mask, bos, eos = N_V-3, N_V-2, N_V-1."
-    kind = "abstract"
-    _kinds: dict[str, type] = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        Tokenizer._kinds[cls.kind] = cls  # for Tokenizer.from_json
+class _Vocabulary:
+    "The numbering: ids 0..n_ordinary-1, then mask, bos, eos = N_V-3, N_V-2, N_V-1."
 
     def __init__(self, n_ordinary: int):
         if n_ordinary < 1:
-            raise ValueError(f"a vocabulary needs at least one ordinary token, got {n_ordinary}")
+            raise ValueError("a vocabulary needs at least one ordinary token, "
+                             f"got {n_ordinary}")
         self.n_ordinary = n_ordinary
 
     @property
@@ -82,32 +78,15 @@ class Tokenizer:
 
     @property
     def pad_token(self) -> int:
-        "The id written at padded positions: `eos_token` (the padding mask, not the id, marks padding)."
+        "The id at padded positions: `eos_token` (the mask, not the id, marks them)."
         return self.eos_token
 
-    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        "Token ids of `text`, optionally wrapped in `bos_token` ... `eos_token`."
-        ids = self._encode(_check_text(text))
-        return [self.bos_token] * bos + ids + [self.eos_token] * eos
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(N_V={self.vocab_size})"
 
-    def decode(self, ids, skip_special: bool = True) -> str:
-        "The text of `ids`; special tokens dropped, or shown as [MASK], [BOS], [EOS] if not `skip_special`."
-        pieces, run = [], []
-        for i in _id_list(ids, self.vocab_size):
-            if i < self.n_ordinary:
-                run.append(i)
-                continue
-            pieces.append(self._decode(run))  # decode runs of ordinary ids together: a character's bytes
-            run = []                          # may be spread over several ids
-            if not skip_special:
-                pieces.append(SPECIAL_TEXT[SPECIAL_TOKENS[i - self.n_ordinary]])
-        pieces.append(self._decode(run))
-        return "".join(pieces)
-
-    def pad(self, seqs: Sequence[Sequence[int]], length: int | None = None,
-            side: str = "right") -> tuple[Tensor, Tensor]:
-        "`pad` with this tokeniser's `pad_token`: (ids (B, T), padding mask (B, T), True = padding)."
-        return pad(seqs, self.pad_token, length, side)
+# %% ../nbs/04_tokenization.ipynb #0775f22a
+class _Stored(_Vocabulary):
+    "A tokeniser's JSON form: its kind and the state that kind needs."
 
     def to_json(self) -> str:
         "The tokeniser as a JSON string: what `save` writes and a checkpoint stores."
@@ -116,7 +95,7 @@ class Tokenizer:
 
     @classmethod
     def from_json(cls, text: str, source: str = "the text") -> Tokenizer:
-        "The tokeniser in `text` (from `to_json`), of whichever kind it is on Tokenizer."
+        "The tokeniser in `text` (from `to_json`); on Tokenizer, of whichever kind."
         state = json.loads(text)
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"{source} is not a tokenizer file by transformer_nb")
@@ -134,23 +113,56 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
-        "Read a tokeniser written by `save`; `Tokenizer.load` returns whichever kind was saved."
+        "Read a file from `save`; `Tokenizer.load` returns whichever kind it holds."
         return cls.from_json(Path(path).read_text(encoding="utf-8"), source=str(path))
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(N_V={self.vocab_size})"
-
     # to be supplied by each kind
-    def _encode(self, text: str) -> list[int]: raise NotImplementedError
-    def _decode(self, ids: list[int]) -> str: raise NotImplementedError
     def _state(self) -> dict: raise NotImplementedError
     @classmethod
     def _from_state(cls, state: dict) -> Tokenizer: raise NotImplementedError
 
+# %% ../nbs/04_tokenization.ipynb #f7207a1a
+class Tokenizer(_Stored):
+    "Every tokeniser's interface: encode, decode and pad, over `_encode`/`_decode`."
+    kind = "abstract"
+    _kinds: dict[str, type] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Tokenizer._kinds[cls.kind] = cls  # for Tokenizer.from_json
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        "Token ids of `text`, optionally wrapped in `bos_token` ... `eos_token`."
+        ids = self._encode(_check_text(text))
+        return [self.bos_token] * bos + ids + [self.eos_token] * eos
+
+    def decode(self, ids, skip_special: bool = True) -> str:
+        "The text of `ids`; special tokens dropped, or shown as [MASK], [BOS], [EOS]."
+        pieces, run = [], []
+        for i in _id_list(ids, self.vocab_size):
+            if i < self.n_ordinary:
+                run.append(i)
+                continue
+            pieces.append(self._decode(run))  # a run of ordinary ids, decoded together
+            run = []
+            if not skip_special:
+                pieces.append(SPECIAL_TEXT[SPECIAL_TOKENS[i - self.n_ordinary]])
+        pieces.append(self._decode(run))
+        return "".join(pieces)
+
+    def pad(self, seqs: Sequence[Sequence[int]], length: int | None = None,
+            side: str = "right") -> tuple[Tensor, Tensor]:
+        "`pad` with `pad_token`: ids (B, T) and padding mask (B, T), True = padding."
+        return pad(seqs, self.pad_token, length, side)
+
+    # to be supplied by each kind
+    def _encode(self, text: str) -> list[int]: raise NotImplementedError
+    def _decode(self, ids: list[int]) -> str: raise NotImplementedError
+
 # %% ../nbs/04_tokenization.ipynb #81bb3ce6
 def pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = None,
         side: str = "right") -> tuple[Tensor, Tensor]:
-    "Pad `seqs` to `length` (default: the longest) with `pad_id`: ids (B, T), mask (B, T), True = padding."
+    "Pad `seqs` to `length` (default: the longest) with `pad_id`: ids and padding mask."
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")
     seqs = [s.tolist() if isinstance(s, Tensor) else list(s) for s in seqs]
@@ -159,7 +171,8 @@ def pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = None,
     longest = max(map(len, seqs))
     length = longest if length is None else length
     if length < longest:
-        raise ValueError(f"length {length} is shorter than the longest sequence ({longest} tokens)")
+        raise ValueError(f"length {length} is shorter than the longest sequence "
+                         f"({longest} tokens)")
     ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
     mask = torch.ones(len(seqs), length, dtype=torch.bool)
     for row, s in enumerate(seqs):
@@ -187,9 +200,9 @@ def _check_policy(unknown: str) -> str:
         raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {unknown!r}")
     return unknown
 
-
+# %% ../nbs/04_tokenization.ipynb #bc6b8e40
 class CharTokenizer(Tokenizer):
-    "One token per character of a fixed alphabet; ordinary id 0 is `<unk>` (decoded as U+FFFD)."
+    "One token per character of a fixed alphabet; id 0 is `<unk>` (decoded as U+FFFD)."
     kind = "char"
     unk_text = "\ufffd"
 
@@ -197,7 +210,8 @@ class CharTokenizer(Tokenizer):
         chars = list(alphabet)
         bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
         if bad:
-            raise ValueError(f"the alphabet must consist of single characters, got {bad[0]!r}")
+            raise ValueError("the alphabet must consist of single characters, "
+                             f"got {bad[0]!r}")
         if len(set(chars)) != len(chars):
             raise ValueError("the alphabet contains a character twice")
         self.unknown = _check_policy(unknown)
@@ -214,7 +228,8 @@ class CharTokenizer(Tokenizer):
         if self.unknown == "error":
             for pos, c in enumerate(text):
                 if c not in self.stoi:
-                    raise ValueError(f"character {c!r} at position {pos} is not in the alphabet")
+                    raise ValueError(f"character {c!r} at position {pos} "
+                                     "is not in the alphabet")
         return [self.stoi.get(c, 0) for c in text]
 
     def _decode(self, ids: list[int]) -> str:
@@ -240,12 +255,22 @@ _PRETOKEN_RE = re.compile(PRETOKEN_PATTERN)
 
 
 def pretokenize(text: str) -> list[str]:
-    "Cut `text` into pre-tokens (words with a leading space, numbers, symbols, spaces) that join back to it."
+    "Cut `text` into pre-tokens (words, numbers, symbols, spaces) that join back to it."
     return _PRETOKEN_RE.findall(_check_text(text))
 
 # %% ../nbs/04_tokenization.ipynb #33a0b058
+def _word_id(stoi: dict[str, int], piece: str, unknown: str) -> int:
+    "The id of pre-token `piece`; if unknown, `<unk>` (0) or ` <unk>` (1) by spacing."
+    i = stoi.get(piece)
+    if i is None:
+        if unknown == "error":
+            raise ValueError(f"{piece!r} is not in the word vocabulary")
+        i = 1 if piece.startswith(" ") and len(piece) > 1 else 0
+    return i
+
+# %% ../nbs/04_tokenization.ipynb #ae9521af
 class WordTokenizer(Tokenizer):
-    "One token per pre-token (a word with its leading space, number, symbols, whitespace); 0, 1 are unknowns."
+    "One token per pre-token (word and its leading space, number, symbols, spaces)."
     kind = "word"
     unk_texts = ("<unk>", " <unk>")
 
@@ -260,25 +285,19 @@ class WordTokenizer(Tokenizer):
 
     @classmethod
     def train(cls, text: str, vocab_size: int, unknown: str = "unk") -> WordTokenizer:
-        "Keep the vocab_size - 5 most frequent pre-tokens of `text` (5 = two `<unk>` + three special tokens)."
+        "The vocab_size - 5 commonest pre-tokens of `text` (5: two `<unk>`, 3 special)."
         n_words = vocab_size - len(cls.unk_texts) - len(SPECIAL_TOKENS)
         if n_words < 1:
             smallest = len(cls.unk_texts) + len(SPECIAL_TOKENS) + 1
-            raise ValueError(f"vocab_size must be at least {smallest}, got {vocab_size}")
+            raise ValueError(f"vocab_size must be at least {smallest}, "
+                             f"got {vocab_size}")
         counts = Counter(pretokenize(text))
-        words = sorted(counts, key=lambda w: (-counts[w], w))[:n_words]  # ties: alphabetical
+        # the most frequent first; ties in alphabetical order
+        words = sorted(counts, key=lambda w: (-counts[w], w))[:n_words]
         return cls(words, unknown)
 
     def _encode(self, text: str) -> list[int]:
-        ids = []
-        for piece in pretokenize(text):
-            i = self.stoi.get(piece)
-            if i is None:
-                if self.unknown == "error":
-                    raise ValueError(f"{piece!r} is not in the word vocabulary")
-                i = 1 if piece.startswith(" ") and len(piece) > 1 else 0
-            ids.append(i)
-        return ids
+        return [_word_id(self.stoi, piece, self.unknown) for piece in pretokenize(text)]
 
     def _decode(self, ids: list[int]) -> str:
         return "".join(self.itos[i] for i in ids)
@@ -292,7 +311,7 @@ class WordTokenizer(Tokenizer):
 
 # %% ../nbs/04_tokenization.ipynb #241af4c1
 def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    "Replace every non-overlapping occurrence of `pair` in `ids` (scanning left to right) by `new_id`."
+    "Replace each non-overlapping `pair` in `ids` (scanning left to right) by `new_id`."
     out, i, n = [], 0, len(ids)
     while i < n:
         if i + 1 < n and ids[i] == pair[0] and ids[i + 1] == pair[1]:
@@ -301,10 +320,10 @@ def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
             out.append(ids[i]); i += 1
     return out
 
-
+# %% ../nbs/04_tokenization.ipynb #76cf6b39
 def learn_bpe_merges(word_counts: dict[str, int], n_merges: int,
                      min_frequency: int = 2) -> list[tuple[tuple[int, int], int]]:
-    "Learn up to `n_merges` merges from pre-token counts: [(pair, its count when merged), ...], in order."
+    "Up to `n_merges` merges from pre-token counts, in order: [(pair, count), ...]."
     words = [list(w.encode("utf-8")) for w in word_counts]
     freqs = list(word_counts.values())
     pair_counts: dict[tuple[int, int], int] = defaultdict(int)
@@ -319,7 +338,7 @@ def learn_bpe_merges(word_counts: dict[str, int], n_merges: int,
     while len(merges) < n_merges and heap:
         neg_count, pair = heapq.heappop(heap)
         if pair_counts.get(pair) != -neg_count:
-            continue  # a stale heap entry: this pair's count has changed since it was pushed
+            continue  # a stale heap entry: the pair's count changed since it was pushed
         if -neg_count < min_frequency:
             break
         new_id = 256 + len(merges)
@@ -342,20 +361,40 @@ def learn_bpe_merges(word_counts: dict[str, int], n_merges: int,
                 del pair_counts[p]  # the merged pair itself ends here, with count 0
     return merges
 
+# %% ../nbs/04_tokenization.ipynb #70df8c45
+def _token_bytes(merges: Sequence[tuple]) -> list[bytes]:
+    "The bytes of every ordinary token: the 256 bytes, then one per merge, in order."
+    token_bytes = [bytes([i]) for i in range(256)]
+    for k, pair in enumerate(merges):
+        if len(pair) != 2 or not all(isinstance(i, int) and 0 <= i < 256 + k
+                                     for i in pair):
+            raise ValueError(f"merge {k} must be a pair of ids below {256 + k}, "
+                             f"got {pair!r}")
+        token_bytes.append(token_bytes[pair[0]] + token_bytes[pair[1]])
+    return token_bytes
+
+
+def _apply_merges(ids: list[int], rank: dict[tuple[int, int], int]) -> list[int]:
+    "Merge the pair of `ids` with the lowest `rank` (learned first) until none is left."
+    while len(ids) > 1:
+        first = min(zip(ids, ids[1:]), key=lambda p: rank.get(p, float("inf")))
+        if first not in rank:
+            break
+        ids = merge_pair(ids, first, rank[first])
+    return ids
+
 # %% ../nbs/04_tokenization.ipynb #c3c3e3c8
-class BPETokenizer(Tokenizer):
-    "Byte-level BPE: ordinary ids 0-255 are bytes, id 256+k is the k-th learned merge."
-    kind = "bpe"
+class _ByteLevelBPE(Tokenizer):
+    "Byte-level BPE encoding: ids 0-255 are bytes, id 256+k is the k-th learned merge."
+    kind = "bpe"  # registered again, for good, by BPETokenizer below
     cache_limit = 200_000
 
-    def __init__(self, merges: Sequence[Sequence[int]], pattern: str = PRETOKEN_PATTERN):
+    def __init__(self, merges: Sequence[Sequence[int]],
+                 pattern: str = PRETOKEN_PATTERN):
         self.merges = [tuple(m) for m in merges]
-        self.token_bytes = [bytes([i]) for i in range(256)]
-        for k, pair in enumerate(self.merges):
-            if len(pair) != 2 or not all(isinstance(i, int) and 0 <= i < 256 + k for i in pair):
-                raise ValueError(f"merge {k} must be a pair of ids below {256 + k}, got {pair!r}")
-            self.token_bytes.append(self.token_bytes[pair[0]] + self.token_bytes[pair[1]])
-        self.rank = {pair: 256 + k for k, pair in enumerate(self.merges)}  # pair -> the token it becomes
+        self.token_bytes = _token_bytes(self.merges)
+        # each pair's rank is the id it becomes
+        self.rank = {pair: 256 + k for k, pair in enumerate(self.merges)}
         if len(self.rank) != len(self.merges):
             raise ValueError("the merge list contains a pair twice")
         self.pattern = pattern
@@ -364,40 +403,16 @@ class BPETokenizer(Tokenizer):
         self.merge_counts: list[int] | None = None  # filled by train; not saved
         super().__init__(256 + len(self.merges))
 
-    @classmethod
-    def train(cls, text: str, vocab_size: int, min_frequency: int = 2) -> BPETokenizer:
-        "Learn vocab_size - 259 merges (256 bytes + 3 special tokens) from `text`; fewer if pairs run out."
-        n_merges = vocab_size - 256 - len(SPECIAL_TOKENS)
-        if n_merges < 0:
-            raise ValueError(f"a byte-level vocabulary has at least 259 tokens (256 bytes + 3 special), "
-                             f"got {vocab_size}")
-        learned = learn_bpe_merges(Counter(pretokenize(text)), n_merges, min_frequency)
-        tok = cls([pair for pair, _ in learned])
-        tok.merge_counts = [count for _, count in learned]
-        return tok
-
-    def truncated(self, vocab_size: int) -> BPETokenizer:
-        "Only the first merges, for N_V = `vocab_size`: what training to that size would have given."
-        n_merges = vocab_size - 256 - len(SPECIAL_TOKENS)
-        if not 0 <= n_merges <= len(self.merges):
-            raise ValueError(f"vocab_size must be between 259 and {self.vocab_size}, got {vocab_size}")
-        return BPETokenizer(self.merges[:n_merges], self.pattern)
-
     def _encode_pretoken(self, piece: str) -> list[int]:
-        ids = list(piece.encode("utf-8"))
-        while len(ids) > 1:
-            # the pair learned earliest goes first, exactly as in training
-            first = min(zip(ids, ids[1:]), key=lambda p: self.rank.get(p, float("inf")))
-            if first not in self.rank:
-                break
-            ids = merge_pair(ids, first, self.rank[first])
-        return ids
+        # the pair learned earliest goes first, exactly as in training
+        return _apply_merges(list(piece.encode("utf-8")), self.rank)
 
     def _encode(self, text: str) -> list[int]:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise ValueError(f"text is not valid Unicode (a lone surrogate at position {e.start})") from None
+            raise ValueError("text is not valid Unicode "
+                             f"(a lone surrogate at position {e.start})") from None
         out = []
         for piece in self._pretoken_re.findall(text):
             ids = self._cache.get(piece)
@@ -408,11 +423,36 @@ class BPETokenizer(Tokenizer):
             out.extend(ids)
         return out
 
+# %% ../nbs/04_tokenization.ipynb #89bcd442
+class BPETokenizer(_ByteLevelBPE):
+    "Byte-level BPE: ordinary ids 0-255 are bytes, id 256+k is the k-th learned merge."
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int, min_frequency: int = 2) -> BPETokenizer:
+        "Learn N_V - 259 merges (256 bytes, 3 special tokens) from `text`; maybe fewer."
+        n_merges = vocab_size - 256 - len(SPECIAL_TOKENS)
+        if n_merges < 0:
+            raise ValueError("a byte-level vocabulary has at least 259 tokens "
+                             f"(256 bytes + 3 special), got {vocab_size}")
+        learned = learn_bpe_merges(Counter(pretokenize(text)), n_merges, min_frequency)
+        tok = cls([pair for pair, _ in learned])
+        tok.merge_counts = [count for _, count in learned]
+        return tok
+
+    def truncated(self, vocab_size: int) -> BPETokenizer:
+        "The first merges only, for N_V = `vocab_size`: what training to it gives."
+        n_merges = vocab_size - 256 - len(SPECIAL_TOKENS)
+        if not 0 <= n_merges <= len(self.merges):
+            raise ValueError(f"vocab_size must be between 259 and {self.vocab_size}, "
+                             f"got {vocab_size}")
+        return BPETokenizer(self.merges[:n_merges], self.pattern)
+
     def _decode(self, ids: list[int]) -> str:
-        return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
+        joined = b"".join(self.token_bytes[i] for i in ids)
+        return joined.decode("utf-8", errors="replace")
 
     def token_text(self, i: int) -> str:
-        "A readable form of ordinary token `i` (its bytes decoded, undecodable bytes shown as escapes)."
+        "Ordinary token `i` readable: its bytes decoded, undecodable bytes as escapes."
         return self.token_bytes[i].decode("utf-8", errors="backslashreplace")
 
     def _state(self) -> dict:

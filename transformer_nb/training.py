@@ -30,7 +30,9 @@ from transformer_nb.checkpoint import (  # colab_checkpoint_dir: for Chapter 7b
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
     colab_checkpoint_dir, model_config, read_checkpoint, restore_rng,
 )
-from .components import PositionalEmbedding, TokenEmbedding, check_token_ids
+from transformer_nb.components import (
+    PositionalEmbedding, TokenEmbedding, check_token_ids,
+)
 from .tasks import BatchSampler, WindowSampler, random_windows
 from .tokenization import Tokenizer, pad
 
@@ -43,13 +45,14 @@ __all__ = ['MPS_WARNING', 'PRECISIONS', 'leaf_params', 'param_list', 'sgd_step_r
 
 # %% ../nbs/07a_training.ipynb #32c87621
 def _map_tensors(obj, fn):
-    "Apply `fn` to every tensor in a tree of dataclasses and lists (such as a TransformerParams)."
+    "Apply `fn` to every tensor in a tree of dataclasses and lists (TransformerParams)."
     if isinstance(obj, Tensor):
         return fn(obj)
     if isinstance(obj, list):
         return [_map_tensors(o, fn) for o in obj]
     if is_dataclass(obj):
-        return type(obj)(**{f.name: _map_tensors(getattr(obj, f.name), fn) for f in fields(obj)})
+        return type(obj)(**{f.name: _map_tensors(getattr(obj, f.name), fn)
+                            for f in fields(obj)})
     return obj
 
 
@@ -233,8 +236,9 @@ def _embedding_params(model: nn.Module) -> set[int]:
     return ids
 
 
-def param_groups(model: nn.Module, weight_decay: float, decay_embeddings: bool = False) -> list[dict]:
-    "Two AdamW groups: matrices (>= 2-D) with weight decay, everything else (biases, gammas, betas) without."
+def param_groups(model: nn.Module, weight_decay: float,
+                 decay_embeddings: bool = False) -> list[dict]:
+    "AdamW groups: matrices (>= 2-D) with weight decay; biases, gammas, betas without."
     embeddings = _embedding_params(model)
     decay, no_decay = [], []
     for p in model.parameters():  # each parameter once, even when tied
@@ -242,11 +246,13 @@ def param_groups(model: nn.Module, weight_decay: float, decay_embeddings: bool =
             continue
         is_matrix = p.dim() >= 2 and (decay_embeddings or id(p) not in embeddings)
         (decay if is_matrix else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
 
 # %% ../nbs/07a_training.ipynb #4dedc17c
-def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    "eta_s / eta at step s: linear warmup over warmup_steps, then cosine decay to min_ratio at max_steps."
+def lr_multiplier(step: int, warmup_steps: int, max_steps: int,
+                  min_ratio: float) -> float:
+    "eta_s / eta at step s: linear warmup, then cosine decay to min_ratio at max_steps."
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
@@ -264,35 +270,43 @@ class TrainConfig:
     decay_embeddings: bool = False
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float | None = 1.0  # clip the global gradient norm to this (None: no clipping)
+    grad_clip: float | None = 1.0  # clip the global gradient norm (None: no clipping)
     grad_accum: int = 1  # micro-batches per optimizer step
-    eval_every: int = 100  # validate every this many steps (and at the first and last step)
+    eval_every: int = 100  # validate every this many steps (and at the first and last)
     eval_batches: int = 10  # batches per validation
     checkpoint_path: str | None = None  # where to save (None: never)
-    checkpoint_every: int = 0  # save every this many steps (0: only at the end and on interrupt)
+    checkpoint_every: int = 0  # save every this many steps (0: at the end, on Ctrl-C)
     device: str = "auto"
     precision: str = "auto"  # one of PRECISIONS
-    compile: bool = False  # torch.compile the model (GPU runs; the first steps are slow while it compiles)
+    compile: bool = False  # torch.compile the model (GPU runs; the first steps compile)
     seed: int = 0
-    progress: bool = True  # show a tqdm progress bar (loss, throughput, last validation loss)
+    progress: bool = True  # a tqdm bar (loss, throughput, last validation loss)
     progress_interval: float = 2.0  # seconds between its updates
 
     def __post_init__(self):
         if self.min_lr is None:
             self.min_lr = self.lr / 10
-        for name in ("max_steps", "grad_accum", "eval_every", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.checkpoint_every < 0:
-            raise ValueError("warmup_steps and checkpoint_every must be >= 0")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"need 0 <= min_lr <= lr, got min_lr = {self.min_lr}, lr = {self.lr}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        _check_train_config(self)
+
+# %% ../nbs/07a_training.ipynb #b96497ba
+def _check_train_config(cfg: TrainConfig) -> None:
+    "Raise a `ValueError` naming the first setting of `cfg` that cannot work."
+    for name in ("max_steps", "grad_accum", "eval_every", "eval_batches"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, "
+                             f"got {getattr(cfg, name)}")
+    if cfg.warmup_steps < 0 or cfg.checkpoint_every < 0:
+        raise ValueError("warmup_steps and checkpoint_every must be >= 0")
+    if not cfg.lr > 0:
+        raise ValueError(f"lr must be positive, got {cfg.lr}")
+    if not 0 <= cfg.min_lr <= cfg.lr:
+        raise ValueError(f"need 0 <= min_lr <= lr, got min_lr = {cfg.min_lr}, "
+                         f"lr = {cfg.lr}")
+    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+        raise ValueError(f"grad_clip must be positive or None, got {cfg.grad_clip}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, "
+                         f"got {cfg.precision!r}")
 
 # %% ../nbs/07a_training.ipynb #4a449a0b
 def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -305,7 +319,7 @@ def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 # %% ../nbs/07a_training.ipynb #99d882ab
 class LMBatches(WindowSampler):
-    "Random windows of length+1 tokens of a 1-D token stream, for next-token prediction."
+    "Random windows of length+1 tokens of a 1-D stream, for next-token prediction."
 
     def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
         super().__init__(tokens, batch_size, length + 1, seed)
@@ -414,15 +428,16 @@ def _to_device(batch, device: torch.device):
 def _first_tensor(batch) -> Tensor:
     return batch if isinstance(batch, Tensor) else batch[0]
 
-
-class Trainer:
-    "Minibatch training for any model and task: AdamW, warmup + cosine, clipping, accumulation, AMP."
+# %% ../nbs/07a_training.ipynb #07609279
+class _TrainerParts:
+    "The trainer's parts: model, device, precision, optimizer, schedule, history."
 
     def __init__(self, model: nn.Module, loss_fn: Callable, train_batches: BatchSampler,
-                 cfg: TrainConfig | None = None, val_batches: BatchSampler | None = None,
+                 cfg: TrainConfig | None = None,
+                 val_batches: BatchSampler | None = None,
                  tokenizer: Tokenizer | None = None, optimizer: Callable = adamw):
         self.cfg = cfg = cfg or TrainConfig()
-        torch.manual_seed(cfg.seed)  # dropout; the model was initialised (and seeded) by the caller
+        torch.manual_seed(cfg.seed)  # dropout; the caller seeded the model's init
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.device = pick_device(cfg.device)
@@ -431,14 +446,16 @@ class Trainer:
         self.loss_fn, self.tokenizer = loss_fn, tokenizer
         self.train_batches, self.val_batches = train_batches, val_batches
         self.use_optimizer(optimizer(self.model, cfg))  # a factory: (model, cfg) -> it
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        fp16 = self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.forward_model = torch.compile(model) if cfg.compile else model
         self.step = 0
-        self.history = {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []}
+        self.history = {"step": [], "loss": [], "lr": [], "val_step": [],
+                        "val_loss": []}
         self._snapshot = self._capture()
 
     def use_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        "Train with `optimizer` under the config's warmup + cosine schedule (built here)."
+        "Train with `optimizer` under the config's warmup + cosine schedule."
         cfg = self.cfg
         schedule = functools.partial(lr_multiplier, warmup_steps=cfg.warmup_steps,
                                      max_steps=cfg.max_steps,
@@ -449,8 +466,12 @@ class Trainer:
     def _capture(self) -> dict:
         return {"rng": capture_rng(), "train_batches": self.train_batches.state_dict()}
 
+# %% ../nbs/07a_training.ipynb #0b78d67c
+class _TrainerSteps(_TrainerParts):
+    "One optimizer step (`train_step`) and one validation pass (`evaluate`)."
+
     def train_step(self) -> tuple[float, int]:
-        "One optimizer step over grad_accum micro-batches. Returns (mean loss, tokens processed)."
+        "One optimizer step over grad_accum micro-batches: (mean loss, tokens seen)."
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
@@ -462,7 +483,7 @@ class Trainer:
             total += loss.item()
             tokens += _first_tensor(batch).numel()
         if self.cfg.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -472,7 +493,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        "The mean loss over eval_batches validation batches (the same batches every time); recorded."
+        "Mean loss over eval_batches validation batches (the same each time); recorded."
         self.model.eval()
         self.val_batches.reset()
         losses = []
@@ -486,14 +507,74 @@ class Trainer:
         self.history["val_loss"].append(val)
         return val
 
+# %% ../nbs/07a_training.ipynb #c31e4bce
+class _TrainerCheckpoints(_TrainerSteps):
+    "What a checkpoint of the trainer holds, writing it, and continuing from it."
+
+    def state(self) -> dict:
+        "Everything needed to continue exactly, as tensors and plain Python values."
+        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                "model_kind": type(self.model).__name__,
+                "model_config": model_config(self.model),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "step": self.step, "history": self.history,
+                "train_config": asdict(self.cfg),
+                "tokenizer": self.tokenizer and self.tokenizer.to_json(),
+                **self._snapshot}
+
+    def save(self, path: str | Path | None = None) -> Path:
+        "Write a checkpoint (atomically) to `path`, by default cfg.checkpoint_path."
+        path = path or self.cfg.checkpoint_path
+        if path is None:
+            raise ValueError("no checkpoint path: pass one or set "
+                             "TrainConfig.checkpoint_path")
+        atomic_save(self.state(), path)
+        return Path(path)
+
+    def load(self, path: str | Path) -> None:
+        "Continue from a checkpoint: weights, optimizer, schedule, step, history, RNG."
+        ckpt = read_checkpoint(path)
+        check_compatible(ckpt, self.model)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step, self.history = ckpt["step"], ckpt["history"]
+        self.train_batches.load_state_dict(ckpt["train_batches"])
+        restore_rng(ckpt["rng"])
+        self._snapshot = self._capture()
+        if ckpt["tokenizer"] is not None and self.tokenizer is None:
+            self.tokenizer = Tokenizer.from_json(ckpt["tokenizer"])
+
+# %% ../nbs/07a_training.ipynb #c3dc2ca6
+def _progress_bar(cfg: TrainConfig, step: int, name: str) -> tqdm:
+    "A tqdm bar over cfg.max_steps, starting at `step` (disabled unless cfg.progress)."
+    return tqdm(total=cfg.max_steps, initial=step, desc=name, unit="step",
+                disable=not cfg.progress, mininterval=cfg.progress_interval,
+                dynamic_ncols=True)
+
+
+def _postfix(loss: float, tokens_per_second: float, history: dict) -> dict:
+    "What the bar shows after a step: loss, throughput, the last validation loss."
+    postfix = {"loss": f"{loss:.3f}", "tok/s": f"{tokens_per_second:,.0f}"}
+    if history["val_loss"]:
+        postfix["val"] = f"{history['val_loss'][-1]:.3f}"
+    return postfix
+
+# %% ../nbs/07a_training.ipynb #55ee1826
+class Trainer(_TrainerCheckpoints):
+    "Minibatch training for any model and task: AdamW, warmup + cosine, clipping, AMP."
+
     def fit(self, until: int | None = None) -> dict:
-        "Train up to step `until` (default max_steps), validating and checkpointing. Returns the history."
+        "Train up to step `until` (default max_steps), validating and checkpointing."
         cfg = self.cfg
         until = cfg.max_steps if until is None else min(until, cfg.max_steps)
         if self.val_batches is not None and not self.history["val_step"]:
             self.evaluate()  # the untrained loss, where the validation curve starts
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=type(self.model).__name__, unit="step",
-                   disable=not cfg.progress, mininterval=cfg.progress_interval, dynamic_ncols=True)
+        bar = _progress_bar(cfg, self.step, type(self.model).__name__)
         try:
             while self.step < until:
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -507,11 +588,10 @@ class Trainer:
                 if self.val_batches is not None and due:
                     self.evaluate()
                 self._snapshot = self._capture()
-                if cfg.checkpoint_path and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                if (cfg.checkpoint_path and cfg.checkpoint_every
+                        and self.step % cfg.checkpoint_every == 0):
                     self.save()
-                postfix = {"loss": f"{loss:.3f}", "tok/s": f"{tokens / elapsed:,.0f}"}
-                if self.history["val_loss"]:
-                    postfix["val"] = f"{self.history['val_loss'][-1]:.3f}"
+                postfix = _postfix(loss, tokens / elapsed, self.history)
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
         except KeyboardInterrupt:
@@ -525,39 +605,6 @@ class Trainer:
         if cfg.checkpoint_path:
             self.save()
         return self.history
-
-    def state(self) -> dict:
-        "Everything needed to continue exactly, as tensors and plain Python values."
-        return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                "model_kind": type(self.model).__name__, "model_config": model_config(self.model),
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "step": self.step, "history": self.history, "train_config": asdict(self.cfg),
-                "tokenizer": self.tokenizer and self.tokenizer.to_json(),
-                **self._snapshot}
-
-    def save(self, path: str | Path | None = None) -> Path:
-        "Write a checkpoint (atomically) to `path`, by default cfg.checkpoint_path."
-        path = path or self.cfg.checkpoint_path
-        if path is None:
-            raise ValueError("no checkpoint path: pass one or set TrainConfig.checkpoint_path")
-        atomic_save(self.state(), path)
-        return Path(path)
-
-    def load(self, path: str | Path) -> None:
-        "Continue from a checkpoint: weights, optimizer, schedule, scaler, step, history and random states."
-        ckpt = read_checkpoint(path)
-        check_compatible(ckpt, self.model)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.history = ckpt["step"], ckpt["history"]
-        self.train_batches.load_state_dict(ckpt["train_batches"])
-        restore_rng(ckpt["rng"])
-        self._snapshot = self._capture()
-        if ckpt["tokenizer"] is not None and self.tokenizer is None:
-            self.tokenizer = Tokenizer.from_json(ckpt["tokenizer"])
 
 # %% ../nbs/07a_training.ipynb #3bba16a6
 _MODEL_KINDS = {"DTransformer": (DTransformer, DTransformerConfig),
@@ -586,15 +633,17 @@ def load_model(path: str | Path,
 
 # %% ../nbs/07a_training.ipynb #7ecd8873
 def plot_history(history: dict, axes=None, title: str | None = None):
-    "Training and validation loss against the step (left) and the learning rate (right)."
+    "Training and validation loss by step (left), and the learning rate (right)."
     import matplotlib.pyplot as plt
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 3))
     ax_loss, ax_lr = axes
-    ax_loss.plot(history["step"], history["loss"], lw=0.8, alpha=0.6, label="training (one batch)")
+    ax_loss.plot(history["step"], history["loss"], lw=0.8, alpha=0.6,
+                 label="training (one batch)")
     if history["val_step"]:
-        ax_loss.plot(history["val_step"], history["val_loss"], "o-", ms=3, label="validation")
+        ax_loss.plot(history["val_step"], history["val_loss"], "o-", ms=3,
+                     label="validation")
     ax_loss.set(xlabel="step", ylabel="loss", title=title or "loss")
     ax_loss.legend()
     ax_lr.plot(history["step"], history["lr"])
