@@ -240,19 +240,15 @@ def copy_task_loss(model: nn.Module, x: Tensor, copy_half_only: bool = False) ->
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 # %% ../nbs/09_layernorm_audit.ipynb #5abfaf99
-def layer_grad_norms(
-    model: nn.Module,
-    x: Tensor,
-    param: str = "mlp.sublayer.W_mlp2.weight",
-    loss_fn: Callable = copy_task_loss,
-) -> Tensor:
+def layer_grad_norms(model: nn.Module, x: Tensor,
+                     param: str = "mlp.sublayer.W_mlp2.weight",
+                     loss_fn: Callable = copy_task_loss) -> Tensor:
     """||d loss / d param||_F for `param` in every layer of `model.layers`: shape (L,).
     Clears the grads."""
     model.zero_grad(set_to_none=True)
     loss_fn(model, x).backward()
-    norms = torch.stack(
-        [layer.get_parameter(param).grad.norm() for layer in model.layers]
-    )
+    norms = torch.stack([layer.get_parameter(param).grad.norm()
+                         for layer in model.layers])
     model.zero_grad(set_to_none=True)
     return norms.detach()
 
@@ -264,10 +260,8 @@ def _record(modules, run: Callable, inputs: bool) -> list[Tensor]:
     def keep(module, args, output=None):
         t = args[0] if inputs else output
         seen.append((t[0] if isinstance(t, tuple) else t).detach())
-    hooks = [
-        m.register_forward_pre_hook(keep) if inputs else m.register_forward_hook(keep)
-        for m in modules
-    ]
+    hooks = [m.register_forward_pre_hook(keep) if inputs
+             else m.register_forward_hook(keep) for m in modules]
     try:
         with torch.no_grad():
             run()
@@ -286,11 +280,8 @@ def residual_stream(model: nn.Module, x: Tensor) -> list[Tensor]:
 
 def norm_inputs(model: nn.Module, x: Tensor, sublayer: str = "mlp") -> list[Tensor]:
     "What enters the norm of the `sublayer` ('attn' or 'mlp') block in every layer."
-    return _record(
-        [getattr(layer, sublayer).norm for layer in model.layers],
-        lambda: model(x),
-        inputs=True,
-    )
+    norms = [getattr(layer, sublayer).norm for layer in model.layers]
+    return _record(norms, lambda: model(x), inputs=True)
 
 # %% ../nbs/09_layernorm_audit.ipynb #a5656198
 def mean_sq_norm(states: list[Tensor]) -> Tensor:
@@ -302,25 +293,21 @@ def adjacent_change(states: list[Tensor]) -> tuple[Tensor, Tensor]:
     """Consecutive states: rms of LN(x_{l+1}) - LN(x_l) (no gamma, beta) and the mean
     cosine of x_l, x_{l+1}."""
     normed = [F.layer_norm(s, s.shape[-1:]) for s in states]
-    rms = torch.stack(
-        [(b - a).pow(2).mean().sqrt() for a, b in zip(normed, normed[1:])]
-    )
-    cos = torch.stack(
-        [F.cosine_similarity(a, b, dim=-1).mean() for a, b in zip(states, states[1:])]
-    )
+    rms = torch.stack([(b - a).pow(2).mean().sqrt()
+                       for a, b in zip(normed, normed[1:])])
+    cos = torch.stack([F.cosine_similarity(a, b, dim=-1).mean()
+                       for a, b in zip(states, states[1:])])
     return rms, cos
 
 # %% ../nbs/09_layernorm_audit.ipynb #d928f3c9
 def stack_output(model: nn.Module, x: Tensor) -> Tensor:
     "The output of the layers and final norm (what the unembedding reads), (B, T, d_e)."
-    return run_stack(
-        model.layers, model.embed(x), model.final_norm, model.cfg.norm == "resi"
-    )
+    return run_stack(model.layers, model.embed(x), model.final_norm,
+                     model.cfg.norm == "resi")
 
 
-def output_change(
-    model: nn.Module, x: Tensor, rel: float = 0.01, seed: int = 0
-) -> float:
+def output_change(model: nn.Module, x: Tensor, rel: float = 0.01,
+                  seed: int = 0) -> float:
     """Mean over positions of ||F(W + delta) - F(W)||^2 / d_e, F = `stack_output`, where
     every parameter W inside the layers gets delta = rel * rms(W) * N(0, 1). The model
     itself is not changed."""
@@ -328,11 +315,8 @@ def output_change(
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in moved.layers.parameters():
-            p.add_(
-                rel
-                * p.pow(2).mean().sqrt()
-                * torch.randn(p.shape, generator=g, dtype=p.dtype)
-            )
+            noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            p.add_(rel * p.pow(2).mean().sqrt() * noise)
         diff = stack_output(moved, x) - stack_output(model, x)
     return (diff.pow(2).sum(-1).mean() / diff.shape[-1]).item()
 
@@ -394,14 +378,9 @@ def _copy_half_loss(model: nn.Module, n: int = 256, length: int = 32,
         return copy_task_loss(model, x.to(device), copy_half_only=True).item()
 
 # %% ../nbs/09_layernorm_audit.ipynb #e8bf8ba6
-def warmup_runs(
-    runs: dict[str, tuple[str, int]],
-    seeds: int,
-    L: int,
-    steps: int,
-    lr: float,
-    batch_size: int = 16,
-) -> dict[str, list[tuple[list[float], float]]]:
+def warmup_runs(runs: dict[str, tuple[str, int]], seeds: int, L: int, steps: int,
+                lr: float, batch_size: int = 16
+                ) -> dict[str, list[tuple[list[float], float]]]:
     """For every run name -> (placement, warmup steps): (training losses, copy-half
     loss) of each seed."""
     out = {}

@@ -43,9 +43,8 @@ def track_grad_norm(trainer: Trainer):
 
     def record(optimizer, args, kwargs):
         grads = [p.grad.detach().flatten() for p in params if p.grad is not None]
-        norms.append(
-            torch.linalg.vector_norm(torch.cat(grads)).item() if grads else 0.0
-        )
+        norm = torch.linalg.vector_norm(torch.cat(grads)).item() if grads else 0.0
+        norms.append(norm)
 
     return trainer.optimizer.register_step_pre_hook(record)
 
@@ -129,11 +128,8 @@ def plot_variants(runs: dict[str, Run], ax=None, title: str | None = None,
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     for name, run in runs.items():
-        pts = [
-            (s, v)
-            for s, v in zip(run.history["val_step"], run.history["val_loss"])
-            if s >= from_step
-        ]
+        pts = [(s, v) for s, v in zip(run.history["val_step"], run.history["val_loss"])
+               if s >= from_step]
         ax.plot(*zip(*pts), "o-", ms=2.5, lw=1.2, label=name)
     ax.set(xlabel="step", ylabel="validation loss", title=title or "validation loss")
     ax.legend(fontsize=8)
@@ -275,9 +271,7 @@ def seconds_per_token(model: DTransformer, context: int, new_tokens: int = 16,
     prompt = torch.randint(0, model.cfg.N_V, (1, context), generator=generator)
 
     def timed(n):
-        return time_median(
-            lambda: generate(model, prompt, n, greedy=True, use_cache=use_cache),
-            repeats,
-        )
+        return time_median(lambda: generate(model, prompt, n, greedy=True,
+                                            use_cache=use_cache), repeats)
 
     return (timed(1 + new_tokens) - timed(1)) / new_tokens
