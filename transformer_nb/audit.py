@@ -25,29 +25,32 @@ __all__ = ['T2T_LETTERS', 'parse_t2t', 't2t_formula', 'T2TSublayer', 'T2TDecoder
            'mean_sq_norm', 'adjacent_change', 'stack_output', 'output_change', 'mean_layer_grad_norms', 'warmup_factor',
            'train_lm', 'warmup_runs']
 
-# %% ../nbs/09_layernorm_audit.ipynb #7d3ebb38
-T2T_LETTERS = {"a": "add the sublayer's input (the residual connection)", "n": "layer normalisation",
-               "d": "dropout"}
+# %% ../nbs/09_layernorm_audit.ipynb #a8e2caac
+T2T_LETTERS = {"a": "add the sublayer's input (the residual connection)",
+               "n": "layer normalisation", "d": "dropout"}
 
 
 def parse_t2t(sequence: str, stage: str) -> str:
-    "Check a tensor2tensor process string for `stage` ('preprocess' or 'postprocess'); '' for 'none'."
+    """Check a tensor2tensor process string for `stage` ('preprocess' or 'postprocess');
+    '' for 'none'."""
     if stage not in ("preprocess", "postprocess"):
         raise ValueError(f"stage must be 'preprocess' or 'postprocess', got {stage!r}")
     if sequence in ("none", ""):  # "" was T2T's spelling of "none" until 2017-08-23
         return ""
     if "z" in sequence:
-        raise ValueError("the letter 'z' (tensor2tensor's gated 'zero add' residual) is not implemented here")
+        raise ValueError("the letter 'z' (tensor2tensor's gated 'zero add' residual) "
+                         "is not implemented here")
     unknown = sorted(set(sequence) - set(T2T_LETTERS))
     if unknown:
-        raise ValueError(f"unknown letter(s) {unknown} in {sequence!r}; the letters are "
-                         f"{sorted(T2T_LETTERS)} or the whole word 'none'")
+        raise ValueError(f"unknown letter(s) {unknown} in {sequence!r}; the letters "
+                         f"are {sorted(T2T_LETTERS)} or the whole word 'none'")
     if stage == "preprocess" and "a" in sequence:
-        raise ValueError(f"the preprocess sequence {sequence!r} adds a residual, but it runs before the "
-                         "sublayer, where there is nothing to add (tensor2tensor asserts the same)")
+        raise ValueError(f"the preprocess sequence {sequence!r} adds a residual, but "
+                         "it runs before the sublayer, where there is nothing to add "
+                         "(tensor2tensor asserts the same)")
     return sequence
 
-
+# %% ../nbs/09_layernorm_audit.ipynb #9c0fc4c8
 def t2t_formula(preprocess: str, postprocess: str, f: str = "F") -> str:
     "The sublayer that the two strings build, written as a formula in x."
     names = {"n": "LN", "d": "Dropout"}
@@ -59,9 +62,11 @@ def t2t_formula(preprocess: str, postprocess: str, f: str = "F") -> str:
         y = f"x + {y}" if letter == "a" else f"{names[letter]}({y})"
     return y
 
-# %% ../nbs/09_layernorm_audit.ipynb #edd6b31d
-def _run_t2t_letters(letters: str, x: Tensor, previous: Tensor | None, norms, dropout: nn.Module) -> Tensor:
-    "Apply the letters left to right: a adds `previous`, n applies the next of `norms`, d applies `dropout`."
+# %% ../nbs/09_layernorm_audit.ipynb #77da0b7f
+def _run_t2t_letters(letters: str, x: Tensor, previous: Tensor | None, norms,
+                     dropout: nn.Module) -> Tensor:
+    """Apply the letters left to right: a adds `previous`, n applies the next of
+    `norms`, d applies `dropout`."""
     norms = iter(norms)
     for letter in letters:
         if letter == "a":
@@ -72,18 +77,22 @@ def _run_t2t_letters(letters: str, x: Tensor, previous: Tensor | None, norms, dr
             x = dropout(x)
     return x
 
-
+# %% ../nbs/09_layernorm_audit.ipynb #0816bba9
 class T2TSublayer(nn.Module):
-    "A sublayer f in tensor2tensor's style: y = f(preprocess(x)), then postprocess(y), where `a` adds x."
+    """A sublayer f in tensor2tensor's style: y = f(preprocess(x)), then postprocess(y),
+    where `a` adds x."""
 
-    def __init__(self, sublayer: nn.Module, d_e: int, preprocess: str = "none", postprocess: str = "dan",
-                 eps: float = 1e-5, dropout: float = 0.0, bias: bool = True):
+    def __init__(self, sublayer: nn.Module, d_e: int, preprocess: str = "none",
+                 postprocess: str = "dan", eps: float = 1e-5, dropout: float = 0.0,
+                 bias: bool = True):
         super().__init__()
         self.preprocess = parse_t2t(preprocess, "preprocess")
         self.postprocess = parse_t2t(postprocess, "postprocess")
         self.sublayer = sublayer
-        self.pre_norms = nn.ModuleList(LayerNorm(d_e, eps, bias) for c in self.preprocess if c == "n")
-        self.post_norms = nn.ModuleList(LayerNorm(d_e, eps, bias) for c in self.postprocess if c == "n")
+        self.pre_norms = nn.ModuleList(LayerNorm(d_e, eps, bias)
+                                       for c in self.preprocess if c == "n")
+        self.post_norms = nn.ModuleList(LayerNorm(d_e, eps, bias)
+                                        for c in self.postprocess if c == "n")
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
@@ -95,15 +104,30 @@ class T2TSublayer(nn.Module):
         "Every LayerNorm of the block, in the order the letters use them."
         return list(self.pre_norms) + list(self.post_norms)
 
-# %% ../nbs/09_layernorm_audit.ipynb #2c2a22f1
+# %% ../nbs/09_layernorm_audit.ipynb #a2fe45b0
+def _copy_norm_pairs(pairs: list[tuple[list, list]]) -> None:
+    "For each pair (ours, theirs), copy each norm of `theirs` into its place in `ours`."
+    with torch.no_grad():
+        for ours, theirs in pairs:
+            if len(ours) != len(theirs):
+                raise ValueError(f"the strings give {len(ours)} norm(s) where the "
+                                 f"model has {len(theirs)}")
+            for target, source in zip(ours, theirs):
+                target.gamma.copy_(source.gamma)
+                if target.beta is not None:
+                    target.beta.copy_(source.beta)
+
+# %% ../nbs/09_layernorm_audit.ipynb #ae1b44b7
 class T2TDecoder(nn.Module):
-    "A DTransformer's modules with every residual block rebuilt from tensor2tensor's two process strings."
+    """A DTransformer's modules with every residual block rebuilt from tensor2tensor's
+    two process strings."""
 
     def __init__(self, model: DTransformer, preprocess: str, postprocess: str):
         super().__init__()
         cfg = model.cfg
         self.embed, self.unembed = model.embed, model.unembed  # shared with `model`
-        block = lambda f: T2TSublayer(f, cfg.d_e, preprocess, postprocess, cfg.eps, cfg.dropout, cfg.bias)
+        block = lambda f: T2TSublayer(f, cfg.d_e, preprocess, postprocess, cfg.eps,
+                                      cfg.dropout, cfg.bias)
         self.attn = nn.ModuleList(block(layer.attn.sublayer) for layer in model.layers)
         self.mlp = nn.ModuleList(block(layer.mlp.sublayer) for layer in model.layers)
         self.preprocess = parse_t2t(preprocess, "preprocess")
@@ -117,23 +141,18 @@ class T2TDecoder(nn.Module):
         h = self.embed(x)
         for attn, mlp in zip(self.attn, self.mlp):
             h = mlp(attn(h, causal=True))
-        # T2T also preprocesses the stack's output: "n" gives the final LayerNorm of Pre-LN
-        return self.unembed(_run_t2t_letters(self.preprocess, h, None, self.out_norms, self.dropout))
+        # T2T also preprocesses the stack's output: "n" gives Pre-LN's final LayerNorm
+        return self.unembed(_run_t2t_letters(self.preprocess, h, None, self.out_norms,
+                                             self.dropout))
 
     def load_norms(self, model: DTransformer) -> T2TDecoder:
-        "Copy `model`'s layer norms into the letters' norms (one per block, and matching final norms)."
-        pairs = [(ours.norms(), [theirs.norm]) for layer, a, m in zip(model.layers, self.attn, self.mlp)
+        "Copy `model`'s layer norms into the letters' norms (per block, and final)."
+        pairs = [(ours.norms(), [theirs.norm])
+                 for layer, a, m in zip(model.layers, self.attn, self.mlp)
                  for ours, theirs in ((a, layer.attn), (m, layer.mlp))]
-        pairs.append((list(self.out_norms), [model.final_norm] if model.final_norm is not None else []))
-        with torch.no_grad():
-            for ours, theirs in pairs:
-                if len(ours) != len(theirs):
-                    raise ValueError(f"the strings give {len(ours)} norm(s) where the model has "
-                                     f"{len(theirs)}")
-                for target, source in zip(ours, theirs):
-                    target.gamma.copy_(source.gamma)
-                    if target.beta is not None:
-                        target.beta.copy_(source.beta)
+        final = [model.final_norm] if model.final_norm is not None else []
+        pairs.append((list(self.out_norms), final))
+        _copy_norm_pairs(pairs)
         return self
 
 # %% ../nbs/09_layernorm_audit.ipynb #4f5665f7
@@ -219,24 +238,29 @@ def copy_task_loss(model: nn.Module, x: Tensor, copy_half_only: bool = False) ->
         logits, targets = logits[:, start:], targets[:, start:]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
-# %% ../nbs/09_layernorm_audit.ipynb #898299fa
-def layer_grad_norms(model: nn.Module, x: Tensor, param: str = "mlp.sublayer.W_mlp2.weight",
+# %% ../nbs/09_layernorm_audit.ipynb #5abfaf99
+def layer_grad_norms(model: nn.Module, x: Tensor,
+                     param: str = "mlp.sublayer.W_mlp2.weight",
                      loss_fn: Callable = copy_task_loss) -> Tensor:
-    "||d loss / d param||_F for `param` in every layer of `model.layers`: shape (L,). Clears the grads."
+    """||d loss / d param||_F for `param` in every layer of `model.layers`: shape (L,).
+    Clears the grads."""
     model.zero_grad(set_to_none=True)
     loss_fn(model, x).backward()
-    norms = torch.stack([layer.get_parameter(param).grad.norm() for layer in model.layers])
+    norms = torch.stack([layer.get_parameter(param).grad.norm()
+                         for layer in model.layers])
     model.zero_grad(set_to_none=True)
     return norms.detach()
 
-
+# %% ../nbs/09_layernorm_audit.ipynb #4f5f66dd
 def _record(modules, run: Callable, inputs: bool) -> list[Tensor]:
-    "Run `run()` and return what enters (inputs=True) or leaves each of `modules`, in call order."
+    """Run `run()` and return what enters (inputs=True) or leaves each of `modules`, in
+    call order."""
     seen = []
     def keep(module, args, output=None):
         t = args[0] if inputs else output
         seen.append((t[0] if isinstance(t, tuple) else t).detach())
-    hooks = [m.register_forward_pre_hook(keep) if inputs else m.register_forward_hook(keep) for m in modules]
+    hooks = [m.register_forward_pre_hook(keep) if inputs
+             else m.register_forward_hook(keep) for m in modules]
     try:
         with torch.no_grad():
             run()
@@ -247,42 +271,51 @@ def _record(modules, run: Callable, inputs: bool) -> list[Tensor]:
 
 
 def residual_stream(model: nn.Module, x: Tensor) -> list[Tensor]:
-    "The residual stream entering every layer and leaving the last (L + 1 tensors), before any final norm."
+    """The residual stream entering every layer and leaving the last (L + 1 tensors),
+    before any final norm."""
     first = _record(model.layers[:1], lambda: model(x), inputs=True)
     return first + _record(model.layers, lambda: model(x), inputs=False)
 
 
 def norm_inputs(model: nn.Module, x: Tensor, sublayer: str = "mlp") -> list[Tensor]:
-    "What enters the norm of the `sublayer` ('attn' or 'mlp') residual block in every layer."
-    return _record([getattr(layer, sublayer).norm for layer in model.layers], lambda: model(x), inputs=True)
+    "What enters the norm of the `sublayer` ('attn' or 'mlp') block in every layer."
+    norms = [getattr(layer, sublayer).norm for layer in model.layers]
+    return _record(norms, lambda: model(x), inputs=True)
 
-
+# %% ../nbs/09_layernorm_audit.ipynb #a5656198
 def mean_sq_norm(states: list[Tensor]) -> Tensor:
     "E ||x||^2 / d for every state, averaged over all positions: shape (len(states),)."
     return torch.stack([s.pow(2).sum(-1).mean() / s.shape[-1] for s in states])
 
 
 def adjacent_change(states: list[Tensor]) -> tuple[Tensor, Tensor]:
-    "Consecutive states: rms of LN(x_{l+1}) - LN(x_l) (no gamma, beta) and the mean cosine of x_l, x_{l+1}."
+    """Consecutive states: rms of LN(x_{l+1}) - LN(x_l) (no gamma, beta) and the mean
+    cosine of x_l, x_{l+1}."""
     normed = [F.layer_norm(s, s.shape[-1:]) for s in states]
-    rms = torch.stack([(b - a).pow(2).mean().sqrt() for a, b in zip(normed, normed[1:])])
-    cos = torch.stack([F.cosine_similarity(a, b, dim=-1).mean() for a, b in zip(states, states[1:])])
+    rms = torch.stack([(b - a).pow(2).mean().sqrt()
+                       for a, b in zip(normed, normed[1:])])
+    cos = torch.stack([F.cosine_similarity(a, b, dim=-1).mean()
+                       for a, b in zip(states, states[1:])])
     return rms, cos
 
-
+# %% ../nbs/09_layernorm_audit.ipynb #d928f3c9
 def stack_output(model: nn.Module, x: Tensor) -> Tensor:
     "The output of the layers and final norm (what the unembedding reads), (B, T, d_e)."
-    return run_stack(model.layers, model.embed(x), model.final_norm, model.cfg.norm == "resi")
+    return run_stack(model.layers, model.embed(x), model.final_norm,
+                     model.cfg.norm == "resi")
 
 
-def output_change(model: nn.Module, x: Tensor, rel: float = 0.01, seed: int = 0) -> float:
-    """Mean over positions of ||F(W + delta) - F(W)||^2 / d_e, F = `stack_output`, where every parameter W
-    inside the layers gets delta = rel * rms(W) * N(0, 1). The model itself is not changed."""
+def output_change(model: nn.Module, x: Tensor, rel: float = 0.01,
+                  seed: int = 0) -> float:
+    """Mean over positions of ||F(W + delta) - F(W)||^2 / d_e, F = `stack_output`, where
+    every parameter W inside the layers gets delta = rel * rms(W) * N(0, 1). The model
+    itself is not changed."""
     moved = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in moved.layers.parameters():
-            p.add_(rel * p.pow(2).mean().sqrt() * torch.randn(p.shape, generator=g, dtype=p.dtype))
+            noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            p.add_(rel * p.pow(2).mean().sqrt() * noise)
         diff = stack_output(moved, x) - stack_output(model, x)
     return (diff.pow(2).sum(-1).mean() / diff.shape[-1]).item()
 
@@ -300,19 +333,23 @@ def mean_layer_grad_norms(placement: str, L: int, seeds: int = 5, batches: int =
             total += layer_grad_norms(model, x)
     return total / (seeds * batches)
 
-# %% ../nbs/09_layernorm_audit.ipynb #8240f5ec
+# %% ../nbs/09_layernorm_audit.ipynb #70c9a19d
 def warmup_factor(step: int, warmup: int) -> float:
-    "Linear warmup: (step + 1) / warmup for the first `warmup` steps (counting from 0), then 1."
+    "Linear warmup: (step + 1) / warmup for the first `warmup` steps (from 0), then 1."
     return 1.0 if warmup <= 0 else min(1.0, (step + 1) / warmup)
 
 
-def train_lm(model: nn.Module, batches: Iterator[Tensor], steps: int, lr: float, warmup: int = 0,
-             betas: tuple[float, float] = (0.9, 0.98), weight_decay: float = 0.0,
-             loss_fn: Callable = copy_task_loss, callback: Callable | None = None) -> list[float]:
-    "Train with AdamW and linear warmup; returns every step's training loss (stops at a non-finite loss)."
+def train_lm(model: nn.Module, batches: Iterator[Tensor], steps: int, lr: float,
+             warmup: int = 0, betas: tuple[float, float] = (0.9, 0.98),
+             weight_decay: float = 0.0, loss_fn: Callable = copy_task_loss,
+             callback: Callable | None = None) -> list[float]:
+    """Train with AdamW and linear warmup; returns every step's training loss (stops at
+    a non-finite loss)."""
     device = next(model.parameters()).device
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_factor(step, warmup))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas,
+                            weight_decay=weight_decay)
+    schedule = lambda step: warmup_factor(step, warmup)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     model.train()
     losses = []
     for step in range(steps):
@@ -329,16 +366,20 @@ def train_lm(model: nn.Module, batches: Iterator[Tensor], steps: int, lr: float,
     model.eval()
     return losses
 
-
-def _copy_half_loss(model: nn.Module, n: int = 256, length: int = 32, seed: int = 12345) -> float:
-    "The loss on the copied half of `n` fresh copy-task sequences (ln N_V is chance, 0 is perfect)."
+# %% ../nbs/09_layernorm_audit.ipynb #fa504c8c
+def _copy_half_loss(model: nn.Module, n: int = 256, length: int = 32,
+                    seed: int = 12345) -> float:
+    """The loss on the copied half of `n` fresh copy-task sequences (ln N_V is chance, 0
+    is perfect)."""
     x = copy_batch(n, length, model.cfg.N_V, torch.Generator().manual_seed(seed))
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return copy_task_loss(model, x.to(next(model.parameters()).device), copy_half_only=True).item()
+        return copy_task_loss(model, x.to(device), copy_half_only=True).item()
 
 # %% ../nbs/09_layernorm_audit.ipynb #e8bf8ba6
-def warmup_runs(runs: dict[str, tuple[str, int]], seeds: int, L: int, steps: int, lr: float,
-                batch_size: int = 16) -> dict[str, list[tuple[list[float], float]]]:
+def warmup_runs(runs: dict[str, tuple[str, int]], seeds: int, L: int, steps: int,
+                lr: float, batch_size: int = 16
+                ) -> dict[str, list[tuple[list[float], float]]]:
     """For every run name -> (placement, warmup steps): (training losses, copy-half
     loss) of each seed."""
     out = {}

@@ -51,7 +51,7 @@ def test_ne(a: Any, b: Any) -> None:
 
 # %% ../nbs/01b_running.ipynb #79e07cb1
 def _close(a: Any, b: Any, eps: float) -> bool:
-    "Equal up to an absolute difference below `eps` (arrays broadcast against each other)."
+    "Equal up to an absolute difference below `eps` (arrays broadcast together)."
     if _is_array(a) or _is_array(b):
         a, b = _tensor(a).double(), _tensor(b).double()
         return bool(((a - b).abs() < eps).all())

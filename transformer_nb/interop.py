@@ -232,8 +232,8 @@ def to_bert(model: ETransformer):
         vocab_size=cfg.N_V, hidden_size=cfg.d_e, num_hidden_layers=cfg.L,
         num_attention_heads=cfg.H, intermediate_size=cfg.d_mlp,
         hidden_act=cfg.activation, max_position_embeddings=cfg.l_max,
-        layer_norm_eps=cfg.eps, tie_word_embeddings=cfg.tie_embeddings, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0)
+        layer_norm_eps=cfg.eps, tie_word_embeddings=cfg.tie_embeddings,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     hf = BertForMaskedLM(hf_config).to(next(model.parameters()).dtype).eval()
     export_links(model, hf, bert_links(cfg))
     with torch.no_grad():

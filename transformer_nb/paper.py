@@ -66,59 +66,122 @@ def _assigned_in(cls: type, attr: str) -> bool:
                         return True
     return False
 
-# %% ../nbs/B_notation.ipynb #14858f98
+# %% ../nbs/B_notation.ipynb #c8e73b06
 @dataclass
 class Symbol:
-    "One row of the paper's list of notation, with the names the symbol has in our code."
+    "One row of the paper's list of notation, with the symbol's names in our code."
     symbol: str  # LaTeX
     type: str  # LaTeX
     meaning: str
     code: tuple[str, ...] = ()
 
-
-NOTATION = [
-    Symbol(r"[N]", r"\text{set}", "the integers 1, 2, …, N (in code: range(N), from 0)"),
+# %% ../nbs/B_notation.ipynb #e0981114
+_SIZES = [
+    Symbol(r"[N]", r"\text{set}",
+           "the integers 1, 2, …, N (in code: range(N), from 0)"),
     Symbol(r"i, j", r"\mathbb{N}", "generic integer indices"),
     Symbol(r"V", r"\text{set}", "the vocabulary", ("tokenization.Tokenizer",)),
-    Symbol(r"N_V", r"\mathbb{N}", "vocabulary size", ("architectures.TransformerConfig.N_V", "tokenization.Tokenizer.vocab_size")),
+    Symbol(r"N_V", r"\mathbb{N}", "vocabulary size",
+           ("architectures.TransformerConfig.N_V",
+            "tokenization.Tokenizer.vocab_size")),
     Symbol(r"V^*", r"\text{set}", "sequences of tokens of any length"),
-    Symbol(r"\ell_\text{max}", r"\mathbb{N}", "maximum sequence length (context size)", ("architectures.TransformerConfig.l_max",)),
+    Symbol(r"\ell_\text{max}", r"\mathbb{N}", "maximum sequence length (context size)",
+           ("architectures.TransformerConfig.l_max",)),
     Symbol(r"\ell", r"[\ell_\text{max}]", "length of a token sequence"),
     Symbol(r"t", r"[\ell]", "index of a token in a sequence (0-based in code)"),
-    Symbol(r"d_e", r"\mathbb{N}", "dimension of the embedding space (width of the residual stream)", ("architectures.TransformerConfig.d_e",)),
-    Symbol(r"d_\text{mlp}", r"\mathbb{N}", "hidden width of the MLP", ("architectures.TransformerConfig.d_mlp",)),
-    Symbol(r"d_\text{attn}, d_\text{mid}", r"\mathbb{N}", "query/key and value width of one attention head", ("components.MultiHeadAttention.d_attn", "components.MultiHeadAttention.d_mid")),
-    Symbol(r"d_f", r"\mathbb{N}", "width of Algorithm 9's output head", ("architectures.ETransformerConfig.d_f",)),
-    Symbol(r"x", r"V^*", "the primary token sequence (the one being modelled or decoded)"),
-    Symbol(r"z", r"V^*", "the context token sequence (the source, in sequence-to-sequence)"),
+    Symbol(r"d_e", r"\mathbb{N}",
+           "dimension of the embedding space (width of the residual stream)",
+           ("architectures.TransformerConfig.d_e",)),
+    Symbol(r"d_\text{mlp}", r"\mathbb{N}", "hidden width of the MLP",
+           ("architectures.TransformerConfig.d_mlp",)),
+    Symbol(r"d_\text{attn}, d_\text{mid}", r"\mathbb{N}",
+           "query/key and value width of one attention head",
+           ("components.MultiHeadAttention.d_attn",
+            "components.MultiHeadAttention.d_mid")),
+    Symbol(r"d_f", r"\mathbb{N}", "width of Algorithm 9's output head",
+           ("architectures.ETransformerConfig.d_f",)),
+]
+
+# %% ../nbs/B_notation.ipynb #4c3761d5
+_SEQUENCES = [
+    Symbol(r"x", r"V^*",
+           "the primary token sequence (the one being modelled or decoded)"),
+    Symbol(r"z", r"V^*",
+           "the context token sequence (the source, in sequence-to-sequence)"),
     Symbol(r"M[i,j]", r"\mathbb{R}", "entry (i, j) of a matrix M"),
     Symbol(r"M[i,:],\ M[:,j]", r"\mathbb{R}^{\cdot}", "row i and column j of M"),
-    Symbol(r"e, \hat e", r"\mathbb{R}^{d_e}", "the vector representation of a token (before and after layer_norm)"),
-    Symbol(r"X", r"\mathbb{R}^{d_e\times\ell_x}", "encoded primary sequence, one column per token (batched: (B, ℓ_x, d_e), one row per token)"),
-    Symbol(r"Z", r"\mathbb{R}^{d_e\times\ell_z}", "encoded context sequence", ("architectures.EDTransformer.encode",)),
-    Symbol(r"\text{Mask}", r"\{0,1\}^{\ell_z\times\ell_x}", "which context positions each query may attend to (batched: transposed)", ("components.causal_mask", "components.bidirectional_mask", "components.cross_mask")),
-    Symbol(r"L, L_\text{enc}, L_\text{dec}", r"\mathbb{N}", "number of layers (of the encoder and the decoder)", ("architectures.DTransformerConfig.L", "architectures.EDTransformerConfig.L_enc", "architectures.EDTransformerConfig.L_dec")),
+    Symbol(r"e, \hat e", r"\mathbb{R}^{d_e}",
+           "the vector representation of a token (before and after layer_norm)"),
+    Symbol(r"X", r"\mathbb{R}^{d_e\times\ell_x}",
+           "encoded primary sequence, one column per token (batched: (B, ℓ_x, d_e), "
+           "one row per token)"),
+    Symbol(r"Z", r"\mathbb{R}^{d_e\times\ell_z}", "encoded context sequence",
+           ("architectures.EDTransformer.encode",)),
+    Symbol(r"\text{Mask}", r"\{0,1\}^{\ell_z\times\ell_x}",
+           "which context positions each query may attend to (batched: transposed)",
+           ("components.causal_mask", "components.bidirectional_mask",
+            "components.cross_mask")),
+]
+
+# %% ../nbs/B_notation.ipynb #d0bfaad6
+_LAYERS_AND_TRAINING = [
+    Symbol(r"L, L_\text{enc}, L_\text{dec}", r"\mathbb{N}",
+           "number of layers (of the encoder and the decoder)",
+           ("architectures.DTransformerConfig.L",
+            "architectures.EDTransformerConfig.L_enc",
+            "architectures.EDTransformerConfig.L_dec")),
     Symbol(r"l", r"[L]", "layer index"),
-    Symbol(r"H", r"\mathbb{N}", "number of attention heads", ("architectures.TransformerConfig.H",)),
+    Symbol(r"H", r"\mathbb{N}", "number of attention heads",
+           ("architectures.TransformerConfig.H",)),
     Symbol(r"h", r"[H]", "index of an attention head"),
     Symbol(r"N_\text{data}", r"\mathbb{N}", "number of training sequences"),
     Symbol(r"n", r"[N_\text{data}]", "index of a training sequence"),
     Symbol(r"\eta", r"(0, \infty)", "learning rate"),
     Symbol(r"\tau", r"(0, \infty)", "sampling temperature"),
-    Symbol(r"W_e", r"\mathbb{R}^{d_e\times N_V}", "token embedding matrix", ("components.TokenEmbedding.W_e",)),
-    Symbol(r"W_p", r"\mathbb{R}^{d_e\times\ell_\text{max}}", "positional embedding matrix", ("components.PositionalEmbedding.W_p",)),
-    Symbol(r"W_u", r"\mathbb{R}^{N_V\times d_e}", "unembedding matrix", ("components.Unembedding.W_u",)),
-    Symbol(r"W_q, b_q", r"\mathbb{R}^{d_\text{attn}\times d_x}, \mathbb{R}^{d_\text{attn}}", "query weight and bias", ("components.AttentionParams.W_q", "components.AttentionParams.b_q")),
-    Symbol(r"W_k, b_k", r"\mathbb{R}^{d_\text{attn}\times d_z}, \mathbb{R}^{d_\text{attn}}", "key weight and bias", ("components.AttentionParams.W_k", "components.AttentionParams.b_k")),
-    Symbol(r"W_v, b_v", r"\mathbb{R}^{d_\text{out}\times d_z}, \mathbb{R}^{d_\text{out}}", "value weight and bias", ("components.AttentionParams.W_v", "components.AttentionParams.b_v")),
-    Symbol(r"\mathcal{W}_{qkv}", r"", "the query, key and value parameters of one head (batched: all heads fused)", ("components.AttentionParams", "components.MultiHeadAttention.qkv")),
-    Symbol(r"W_o, b_o", r"\mathbb{R}^{d_\text{out}\times H d_\text{mid}}, \mathbb{R}^{d_\text{out}}", "output weight and bias of multi-head attention", ("components.MHAttentionParams.W_o", "components.MultiHeadAttention.o")),
-    Symbol(r"\mathcal{W}", r"", "all parameters of one multi-head attention layer", ("components.MHAttentionParams",)),
-    Symbol(r"W_\text{mlp}, b_\text{mlp}", r"\mathbb{R}^{\cdot}", "weights and biases of the MLP", ("architectures.LayerParams.W_mlp1", "architectures.MLP.W_mlp1", "architectures.MLP.W_mlp2")),
-    Symbol(r"\gamma, \beta", r"\mathbb{R}^{d_e}", "layer_norm scale and offset", ("components.LayerNorm.gamma", "components.LayerNorm.beta")),
-    Symbol(r"\theta", r"\mathbb{R}^d", "all parameters of a model", ("architectures.TransformerParams", "architectures.paper_params")),
+]
+
+# %% ../nbs/B_notation.ipynb #77162e00
+_PARAMETERS = [
+    Symbol(r"W_e", r"\mathbb{R}^{d_e\times N_V}", "token embedding matrix",
+           ("components.TokenEmbedding.W_e",)),
+    Symbol(r"W_p", r"\mathbb{R}^{d_e\times\ell_\text{max}}",
+           "positional embedding matrix", ("components.PositionalEmbedding.W_p",)),
+    Symbol(r"W_u", r"\mathbb{R}^{N_V\times d_e}", "unembedding matrix",
+           ("components.Unembedding.W_u",)),
+    Symbol(r"W_q, b_q",
+           r"\mathbb{R}^{d_\text{attn}\times d_x}, \mathbb{R}^{d_\text{attn}}",
+           "query weight and bias",
+           ("components.AttentionParams.W_q", "components.AttentionParams.b_q")),
+    Symbol(r"W_k, b_k",
+           r"\mathbb{R}^{d_\text{attn}\times d_z}, \mathbb{R}^{d_\text{attn}}",
+           "key weight and bias",
+           ("components.AttentionParams.W_k", "components.AttentionParams.b_k")),
+    Symbol(r"W_v, b_v",
+           r"\mathbb{R}^{d_\text{out}\times d_z}, \mathbb{R}^{d_\text{out}}",
+           "value weight and bias",
+           ("components.AttentionParams.W_v", "components.AttentionParams.b_v")),
+    Symbol(r"\mathcal{W}_{qkv}", r"",
+           "the query, key and value parameters of one head (batched: all heads fused)",
+           ("components.AttentionParams", "components.MultiHeadAttention.qkv")),
+    Symbol(r"W_o, b_o",
+           r"\mathbb{R}^{d_\text{out}\times H d_\text{mid}}, \mathbb{R}^{d_\text{out}}",
+           "output weight and bias of multi-head attention",
+           ("components.MHAttentionParams.W_o", "components.MultiHeadAttention.o")),
+    Symbol(r"\mathcal{W}", r"", "all parameters of one multi-head attention layer",
+           ("components.MHAttentionParams",)),
+    Symbol(r"W_\text{mlp}, b_\text{mlp}", r"\mathbb{R}^{\cdot}",
+           "weights and biases of the MLP",
+           ("architectures.LayerParams.W_mlp1", "architectures.MLP.W_mlp1",
+            "architectures.MLP.W_mlp2")),
+    Symbol(r"\gamma, \beta", r"\mathbb{R}^{d_e}", "layer_norm scale and offset",
+           ("components.LayerNorm.gamma", "components.LayerNorm.beta")),
+    Symbol(r"\theta", r"\mathbb{R}^d", "all parameters of a model",
+           ("architectures.TransformerParams", "architectures.paper_params")),
     Symbol(r"\hat\theta", r"\mathbb{R}^d", "the trained parameters"),
 ]
+
+# %% ../nbs/B_notation.ipynb #09ae6a4b
+NOTATION = _SIZES + _SEQUENCES + _LAYERS_AND_TRAINING + _PARAMETERS
 
 # %% ../nbs/B_notation.ipynb #f32f6fed
 @dataclass
@@ -129,37 +192,55 @@ class Deviation:
     course: str
     where: str  # notebook stem and optional #anchor, e.g. "05_components#..."
 
-
-DEVIATIONS = [
-    Deviation("ε in layer_norm", "Algorithm 6 divides by √v, undefined for a constant vector",
-              "the batched LayerNorm divides by √(v + ε), ε = 10⁻⁵ by default; the reference form keeps ε = 0",
-              "05_components"),
+# %% ../nbs/B_notation.ipynb #b13a6c24
+_DEVIATIONS_IN_COMPONENTS = [
+    Deviation("ε in layer_norm",
+              "Algorithm 6 divides by √v, undefined for a constant vector",
+              "the batched LayerNorm divides by √(v + ε), ε = 10⁻⁵ by default; "
+              "the reference form keeps ε = 0", "05_components"),
     Deviation("Sinusoidal positions", "base ℓ_max, with t and i counted from 1",
-              "implemented as written by default; Vaswani et al.'s base 10000 counted from 0 is an option",
-              "05_components"),
-    Deviation("Indices", "1-based token ids, positions and special tokens N_V−2, N_V−1, N_V",
-              "0-based in code: ids 0…N_V−1, special tokens N_V−3 (mask), N_V−2 (bos), N_V−1 (eos)",
-              "04_tokenization"),
-    Deviation("Layout of the batched forms", "column vectors, one sequence, Mask[t_z, t_x]",
-              "(batch, time, channel) rows; masks query-major (Maskᵀ); models return logits, P = softmax",
-              "05_components"),
-    Deviation("Fully masked queries", "softmax of an all −∞ column is undefined (cannot happen without padding)",
+              "implemented as written by default; Vaswani et al.'s base 10000 "
+              "counted from 0 is an option", "05_components"),
+    Deviation("Indices",
+              "1-based token ids, positions and special tokens N_V−2, N_V−1, N_V",
+              "0-based in code: ids 0…N_V−1, special tokens N_V−3 (mask), "
+              "N_V−2 (bos), N_V−1 (eos)", "04_tokenization"),
+    Deviation("Layout of the batched forms",
+              "column vectors, one sequence, Mask[t_z, t_x]",
+              "(batch, time, channel) rows; masks query-major (Maskᵀ); "
+              "models return logits, P = softmax", "05_components"),
+    Deviation("Fully masked queries",
+              "softmax of an all −∞ column is undefined "
+              "(cannot happen without padding)",
               "a query with nothing to attend to outputs 0", "05_components"),
     Deviation("Softmax in Algorithm 3", "exp(q·k_t/√d) / Σ exp(·)",
-              "the largest score is subtracted first: the same value, without overflow", "05_components"),
-    Deviation("W_u in Algorithm 9", "listed as N_V × d_e", "N_V × d_f, the only shape for which W_u X is defined",
-              "06_architectures"),
-    Deviation("Options beyond the paper", "no dropout, untied W_u, exact GELU, no biases or ε choices",
-              "config options (dropout, tie_embeddings, gelu_tanh, eps, bias, embed_norm, final_norm) whose "
-              "defaults are the paper's", "06_architectures"),
-    Deviation("Padding", "one sequence at a time", "variable-length batches padded (with eos_token) and masked",
-              "04_tokenization"),
-    Deviation("Inference length", "Algorithm 15 decodes until eos_token, with no limit; Algorithm 14 never "
-              "truncates to ℓ_max", "a maximum length for Algorithm 15, and a sliding window past ℓ_max for "
-              "generation", "07b_inference"),
-    Deviation("Training", "per-sequence SGD over epochs", "kept as the reference form; the practical trainer "
-              "uses minibatches, AdamW, warmup and cosine decay, clipping", "07a_training"),
+              "the largest score is subtracted first: the same value, without overflow",
+              "05_components"),
 ]
+
+# %% ../nbs/B_notation.ipynb #87b09d9c
+_DEVIATIONS_IN_MODELS = [
+    Deviation("W_u in Algorithm 9", "listed as N_V × d_e",
+              "N_V × d_f, the only shape for which W_u X is defined",
+              "06_architectures"),
+    Deviation("Options beyond the paper",
+              "no dropout, untied W_u, exact GELU, no biases or ε choices",
+              "config options (dropout, tie_embeddings, gelu_tanh, eps, bias, "
+              "embed_norm, final_norm) whose defaults are the paper's",
+              "06_architectures"),
+    Deviation("Padding", "one sequence at a time",
+              "variable-length batches padded (with eos_token) and masked",
+              "04_tokenization"),
+    Deviation("Inference length",
+              "Algorithm 15 decodes until eos_token, with no limit; "
+              "Algorithm 14 never truncates to ℓ_max",
+              "a maximum length for Algorithm 15, and a sliding window past ℓ_max "
+              "for generation", "07b_inference"),
+    Deviation("Training", "per-sequence SGD over epochs",
+              "kept as the reference form; the practical trainer uses minibatches, "
+              "AdamW, warmup and cosine decay, clipping", "07a_training"),
+]
+DEVIATIONS = _DEVIATIONS_IN_COMPONENTS + _DEVIATIONS_IN_MODELS
 
 # %% ../nbs/B_notation.ipynb #65dc2053
 def notation_table() -> str:

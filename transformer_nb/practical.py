@@ -36,13 +36,15 @@ def set_optimizer(trainer: Trainer, optimizer: torch.optim.Optimizer) -> None:
 
 # %% ../nbs/08_practical.ipynb #2c50c745
 def track_grad_norm(trainer: Trainer):
-    "Record in history['grad_norm'] the global gradient norm that each optimizer step sees (after clipping)."
+    """Record in history['grad_norm'] the global gradient norm that each optimizer step
+    sees (after clipping)."""
     norms = trainer.history.setdefault("grad_norm", [])
     params = list(trainer.model.parameters())
 
     def record(optimizer, args, kwargs):
         grads = [p.grad.detach().flatten() for p in params if p.grad is not None]
-        norms.append(torch.linalg.vector_norm(torch.cat(grads)).item() if grads else 0.0)
+        norm = torch.linalg.vector_norm(torch.cat(grads)).item() if grads else 0.0
+        norms.append(norm)
 
     return trainer.optimizer.register_step_pre_hook(record)
 
@@ -117,14 +119,17 @@ def run_variants(recipe: Recipe, variants: dict[str, dict],
     return runs
 
 # %% ../nbs/08_practical.ipynb #5cf7e1d8
-def plot_variants(runs: dict[str, Run], ax=None, title: str | None = None, from_step: int = 0):
-    "The validation loss of each run against the step (evaluations before `from_step` left out)."
+def plot_variants(runs: dict[str, Run], ax=None, title: str | None = None,
+                  from_step: int = 0):
+    """The validation loss of each run against the step (evaluations before `from_step`
+    left out)."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     for name, run in runs.items():
-        pts = [(s, v) for s, v in zip(run.history["val_step"], run.history["val_loss"]) if s >= from_step]
+        pts = [(s, v) for s, v in zip(run.history["val_step"], run.history["val_loss"])
+               if s >= from_step]
         ax.plot(*zip(*pts), "o-", ms=2.5, lw=1.2, label=name)
     ax.set(xlabel="step", ylabel="validation loss", title=title or "validation loss")
     ax.legend(fontsize=8)
@@ -132,7 +137,8 @@ def plot_variants(runs: dict[str, Run], ax=None, title: str | None = None, from_
 
 
 def results_table(runs: dict[str, Run], reference: str | None = None) -> str:
-    "A Markdown table: final and best validation loss of each run, and its difference from `reference`."
+    """A Markdown table: final and best validation loss of each run, and its difference
+    from `reference`."""
     head = "| variant | final validation loss | best | parameters | seconds |"
     if reference is not None:
         head = head.replace("| best |", f"| best | final − {reference} |")
@@ -175,11 +181,13 @@ def label_smoothing_loss(eps: float) -> Callable:
 
 # %% ../nbs/08_practical.ipynb #ccda0c41
 class MicroBatches(BatchSampler):
-    "Each batch of `batches` cut into k micro-batches along the first axis, handed out one at a time."
+    """Each batch of `batches` cut into k micro-batches along the first axis, handed out
+    one at a time."""
 
     def __init__(self, batches: BatchSampler, k: int):
         if k < 1 or batches.batch_size % k:
-            raise ValueError(f"k = {k} must be a positive divisor of the batch size {batches.batch_size}")
+            raise ValueError(f"k = {k} must be a positive divisor of the batch size "
+                             f"{batches.batch_size}")
         super().__init__(batches.batch_size // k, batches.seed)
         self.batches, self.k, self.pending = batches, k, []
         self.generator = batches.generator
@@ -200,13 +208,16 @@ class MicroBatches(BatchSampler):
             batch = self.batches.sample()
             if isinstance(batch, Tensor):
                 self.pending = list(batch.chunk(self.k))
-            else:  # a tuple of tensors, such as (x_tilde, targets): slice each the same way
-                self.pending = [type(batch)(part) for part in zip(*(t.chunk(self.k) for t in batch))]
+            else:  # a tuple of tensors, such as (x_tilde, targets): slice each alike
+                parts = zip(*(t.chunk(self.k) for t in batch))
+                self.pending = [type(batch)(part) for part in parts]
         return self.pending.pop(0)
 
-# %% ../nbs/08_practical.ipynb #3089583c
-def accumulated_grads(model: nn.Module, loss_fn: Callable, batch: Tensor, k: int = 1) -> list[Tensor]:
-    "The gradient of loss_fn(model, batch) over k micro-batches (each loss / k): one tensor per parameter."
+# %% ../nbs/08_practical.ipynb #1c3709c0
+def accumulated_grads(model: nn.Module, loss_fn: Callable, batch: Tensor,
+                      k: int = 1) -> list[Tensor]:
+    """The gradient of loss_fn(model, batch) over k micro-batches (each loss / k): one
+    tensor per parameter."""
     model.zero_grad(set_to_none=True)
     for micro in batch.chunk(k):
         (loss_fn(model, micro) / k).backward()
@@ -216,7 +227,8 @@ def accumulated_grads(model: nn.Module, loss_fn: Callable, batch: Tensor, k: int
 
 
 def saved_activation_bytes(model: nn.Module, loss_fn: Callable, batch) -> int:
-    "Bytes autograd saves for the backward pass of loss_fn(model, batch): each storage once, not parameters."
+    """Bytes autograd saves for the backward pass of loss_fn(model, batch): each storage
+    once, not parameters."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
 
@@ -231,11 +243,13 @@ def saved_activation_bytes(model: nn.Module, loss_fn: Callable, batch) -> int:
     del loss  # frees the graph and what it saved
     return sum(saved.values())
 
-
+# %% ../nbs/08_practical.ipynb #8b8584e3
 def time_median(fn: Callable, repeats: int = 5, warmup: int = 1) -> float:
-    "The median wall-clock seconds of fn() over `repeats` calls, after `warmup` calls that are not timed."
+    """The median wall-clock seconds of fn() over `repeats` calls, after `warmup` calls
+    that are not timed."""
     if repeats < 1 or warmup < 0:
-        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+        raise ValueError("need repeats >= 1 and warmup >= 0, "
+                         f"got {repeats} and {warmup}")
     for _ in range(warmup):
         fn()
     times = []
@@ -246,14 +260,18 @@ def time_median(fn: Callable, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 # %% ../nbs/08_practical.ipynb #995f16fc
-def seconds_per_token(model: DTransformer, context: int, new_tokens: int = 16, use_cache: bool = True,
-                      repeats: int = 5) -> float:
-    "The marginal cost of one generated token after a prompt of `context` random tokens (greedy, batch 1)."
+def seconds_per_token(model: DTransformer, context: int, new_tokens: int = 16,
+                      use_cache: bool = True, repeats: int = 5) -> float:
+    """The marginal cost of one generated token after a prompt of `context` random
+    tokens (greedy, batch 1)."""
     if context < 1 or context + new_tokens + 1 > model.cfg.l_max:
-        raise ValueError(f"need 1 <= context and context + new_tokens + 1 <= l_max = {model.cfg.l_max}")
-    prompt = torch.randint(0, model.cfg.N_V, (1, context), generator=torch.Generator().manual_seed(0))
+        raise ValueError("need 1 <= context and context + new_tokens + 1 <= l_max = "
+                         f"{model.cfg.l_max}")
+    generator = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, model.cfg.N_V, (1, context), generator=generator)
 
     def timed(n):
-        return time_median(lambda: generate(model, prompt, n, greedy=True, use_cache=use_cache), repeats)
+        return time_median(lambda: generate(model, prompt, n, greedy=True,
+                                            use_cache=use_cache), repeats)
 
     return (timed(1 + new_tokens) - timed(1)) / new_tokens
