@@ -426,3 +426,11 @@ def test_the_issues_mistakes_are_all_caught():
     for exercise, mistakes in promised.items():
         for m in [mistakes] if isinstance(mistakes, str) else mistakes:
             assert (exercise, m) in planted
+
+
+@pytest.mark.parametrize("name", list(EXERCISES))
+def test_an_answer_that_always_fails_or_returns_nothing_gets_no_hint(name):
+    for answer, says in [(lambda *args: 1 / 0, "raised ZeroDivisionError"), (lambda *args: None, "returned None")]:
+        with pytest.raises(AssertionError) as info:
+            check(name, answer)
+        assert "No known mistake matches" in str(info.value) and says in str(info.value)
