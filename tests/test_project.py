@@ -86,12 +86,52 @@ def test_chapter_layout(nb):
             assert "skip-execution" in tags(c), "a #| gpu cell needs the skip-execution tag"
         if "skip-execution" in tags(c) and "nbdev_export()" not in src:
             assert "gpu" in flags, "only #| gpu cells (and the export cell) may skip execution in the book"
+        if "raises-exception" in tags(c):  # an exercise stub: skipped by nbdev_test, its error shown in the book
+            assert src.startswith("#| notest\n") and "raise NotImplementedError" in src, \
+                "only exercise stubs (#| notest, raising NotImplementedError) may raise"
         assert not c.get("execution_count"), "run nbdev_clean before committing"
+
+
+def has_exercises(nb) -> bool:
+    return any(c["cell_type"] == "markdown" and source(c).startswith("## Exercises") for c in cells(nb))
+
+
+EXERCISE_CHAPTERS = [nb for nb in NOTEBOOKS if re.match(r"0[3-9]", nb.name) and has_exercises(nb)]
+
+
+def test_every_chapter_from_3_to_9_has_exercises():
+    "A chapter in parts (06 and 06b, 07a-07c) needs exercises in at least one of them."
+    assert {int(nb.name[:2]) for nb in EXERCISE_CHAPTERS} == set(range(3, 10))
+    assert {nb.stem for nb in EXERCISE_CHAPTERS} >= {"07a_training", "07b_inference"}
+
+
+@pytest.mark.parametrize("nb", EXERCISE_CHAPTERS, ids=lambda p: p.name)
+def test_chapter_ends_with_graded_exercises(nb):
+    """Chapters 3-9 end (before the export cell) with '## Exercises': per exercise a stub cell
+    (`#| notest`, tag raises-exception, raises NotImplementedError, calls check) and a worked
+    solution (tag hide-input: folded in the book) that calls check and runs everywhere."""
+    cs = cells(nb)
+    heads = [i for i, c in enumerate(cs) if c["cell_type"] == "markdown" and source(c).startswith("## Exercises")]
+    assert len(heads) == 1, "one '## Exercises' section"
+    section = cs[heads[0]:-1]
+    assert "nbdev_export()" in source(cs[-1]), "the Exercises section comes just before the export cell"
+    assert not any(c["cell_type"] == "markdown" and source(c).startswith("## ") for c in section[1:])
+    stubs = [c for c in section if "raises-exception" in tags(c)]
+    solutions = [c for c in section if "hide-input" in tags(c)]
+    assert 3 <= len(stubs) == len(solutions) <= 6
+    for c in stubs:
+        assert source(c).startswith("#| notest\n") and "check(" in source(c)
+    for c in solutions:
+        assert "check(" in source(c) and "#| notest" not in source(c)
+    assert not any("#| export" in source(c) for c in section), "exercise code is not exported"
+    for before, after in zip(section, section[1:]):  # prose before each code cell
+        if after["cell_type"] == "code":
+            assert before["cell_type"] == "markdown", "prose before each code cell"
 
 
 def test_settings_keep_the_tags_and_skip_the_long_cells():
     assert "tags" in CFG["allowed_cell_metadata_keys"].split()
-    assert {"slow", "gpu"} <= set(CFG["tst_flags"].split())
+    assert {"slow", "gpu", "notest"} <= set(CFG["tst_flags"].split())
     assert CFG["renderer"] == "fastcore.docments.MarkdownRenderer"
 
 
