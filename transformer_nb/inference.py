@@ -23,7 +23,8 @@ __all__ = ['temperature_ref', 'sample_ref', 'd_inference_ref', 'ed_inference_ref
 
 # %% ../nbs/07b_inference.ipynb #14e9ae60
 def temperature_ref(p: Tensor, tau: float) -> Tensor:
-    "q proportional to p^(1/tau), for a probability vector p (computed from log p, which cannot underflow)."
+    """q proportional to p^(1/tau), for a probability vector p (computed from log p,
+    which cannot underflow)."""
     if not tau > 0:
         raise ValueError(f"the temperature tau must be in (0, inf), got {tau}")
     log_q = torch.log(p) / tau
@@ -84,7 +85,8 @@ def ed_inference_ref(z: list[int], theta: TransformerParams, bos_token: int,
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     "Raise a ValueError for a temperature <= 0, top_k < 1 or top_p outside (0, 1]."
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0 (use greedy=True for the argmax), got {temperature}")
+        raise ValueError("temperature must be > 0 (use greedy=True for the argmax), "
+                         f"got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -93,7 +95,8 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
 
 def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
                    top_p: float | None = None) -> Tensor:
-    "The distribution (..., N_V) to sample from: logits / temperature, then top-k, then top-p, renormalised."
+    """The distribution (..., N_V) to sample from: logits / temperature, then top-k,
+    then top-p, renormalised."""
     check_sampling(temperature, top_k, top_p)
     logits = logits.float() / temperature
     if top_k is not None and top_k < logits.shape[-1]:
@@ -102,21 +105,24 @@ def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None =
     if top_p is not None and top_p < 1:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
-        mass_above = probs.cumsum(-1) - probs  # probability of the tokens ranked above each token
+        # the probability of the tokens ranked above each token
+        mass_above = probs.cumsum(-1) - probs
         drop = (mass_above >= top_p).scatter(-1, order, mass_above >= top_p)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits.softmax(-1)
 
-
+# %% ../nbs/07b_inference.ipynb #280399fe
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, greedy: bool = False,
                 generator: torch.Generator | None = None) -> Tensor:
-    "One token id per row of logits (B, N_V): the argmax if greedy, else a draw from sampling_probs."
+    """One token id per row of logits (B, N_V): the argmax if greedy, else a draw from
+    sampling_probs."""
     if greedy:
         return logits.argmax(-1)
     probs = sampling_probs(logits, temperature, top_k, top_p)
     if generator is not None and generator.device != probs.device:
-        return torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(logits.device)
+        drawn = torch.multinomial(probs.cpu(), 1, generator=generator)
+        return drawn[:, 0].to(logits.device)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 # %% ../nbs/07b_inference.ipynb #822e27de
@@ -333,12 +339,15 @@ def beam_search(model: EDTransformer, z: list[int], bos_token: int, eos_token: i
 @torch.no_grad()
 def cross_attention(model: EDTransformer, z: Tensor, x: Tensor, layer: int = -1,
                     z_padding: Tensor | None = None) -> Tensor:
-    "Cross-attention weights (B, H, l_x, l_z) of decoder layer `layer` when the model reads (z, x)."
+    """Cross-attention weights (B, H, l_x, l_z) of decoder layer `layer` when the model
+    reads (z, x)."""
     target, seen = model.decoder[layer].cross, {}
-    hook = target.register_forward_pre_hook(lambda mod, args: seen.update(x=args[0], z=args[1]))
+    hook = target.register_forward_pre_hook(
+        lambda mod, args: seen.update(x=args[0], z=args[1]))
     try:
         model(z, x, z_padding)
     finally:
         hook.remove()
     x_in = target.norm(seen["x"]) if target.placement == "pre" else seen["x"]
-    return target.sublayer(x_in, seen["z"], padding_mask=z_padding, need_weights=True)[1]
+    return target.sublayer(x_in, seen["z"], padding_mask=z_padding,
+                           need_weights=True)[1]

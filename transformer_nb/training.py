@@ -69,7 +69,8 @@ def param_list(theta: TransformerParams) -> list[Tensor]:
 
 # %% ../nbs/07a_training.ipynb #ae36a9d4
 def sgd_step_ref(theta: TransformerParams, loss: Tensor, eta: float) -> None:
-    "theta <- theta - eta * grad loss(theta), in place, for a theta made by `leaf_params`."
+    """theta <- theta - eta * grad loss(theta), in place, for a theta made by
+    `leaf_params`."""
     params = param_list(theta)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     with torch.no_grad():
