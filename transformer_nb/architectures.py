@@ -45,10 +45,32 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's approximation
 }
 
-# %% ../nbs/06_architectures.ipynb #b8bde35f
-NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm")  # the last three are explained in Chapter 9
+# %% ../nbs/06_architectures.ipynb #9e6df2fa
+NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm")  # the last three: Chapter 9
 
 
+def _check_config(cfg) -> None:
+    "Raise a ValueError for any value of `cfg` outside its field's allowed range."
+    for name in ("N_V", "l_max", "d_e", "H", "d_mlp") + cfg._layer_fields():
+        if getattr(cfg, name) < 1:
+            raise ValueError(
+                f"{name} must be a positive integer, got {getattr(cfg, name)}")
+    if cfg.d_e % cfg.H:
+        raise ValueError(
+            f"d_e = {cfg.d_e} is not divisible by the number of heads H = {cfg.H}")
+    choices = {"norm": NORM_PLACEMENTS, "activation": tuple(ACTIVATIONS),
+               "positions": ("learned", "sinusoidal"), "init": ("normal", "gpt2"),
+               "sinusoid_convention": ("paper", "vaswani")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(
+                f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.eps < 0:
+        raise ValueError(f"eps must be >= 0, got {cfg.eps}")
+
+# %% ../nbs/06_architectures.ipynb #d88bd0ea
 @dataclass
 class TransformerConfig:
     "What the three architectures share. Subclasses set each algorithm's defaults."
@@ -66,7 +88,7 @@ class TransformerConfig:
     tie_embeddings: bool = False
     unembed_bias: bool = False
     positions: str = "learned"
-    sinusoid_base: float | None = None  # None: the convention's default (l_max for "paper", 10000 for "vaswani")
+    sinusoid_base: float | None = None  # None: the convention's default
     sinusoid_convention: str = "paper"
     dropout: float = 0.0
     init: str = "normal"
@@ -74,20 +96,7 @@ class TransformerConfig:
     def __post_init__(self):
         if self.d_mlp is None:
             self.d_mlp = 4 * self.d_e
-        for name in ("N_V", "l_max", "d_e", "H", "d_mlp") + self._layer_fields():
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.d_e % self.H:
-            raise ValueError(f"d_e = {self.d_e} is not divisible by the number of heads H = {self.H}")
-        choices = {"norm": NORM_PLACEMENTS, "activation": tuple(ACTIVATIONS), "positions": ("learned", "sinusoidal"),
-                   "init": ("normal", "gpt2"), "sinusoid_convention": ("paper", "vaswani")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        _check_config(self)
 
     def _layer_fields(self) -> tuple[str, ...]:
         return ()
@@ -96,7 +105,7 @@ class TransformerConfig:
     def d_attn(self) -> int:
         return self.d_e // self.H
 
-
+# %% ../nbs/06_architectures.ipynb #98201900
 @dataclass
 class DTransformerConfig(TransformerConfig):
     "Algorithm 10 (GPT): Pre-LN, GELU, a final layer_norm."
@@ -111,7 +120,7 @@ class DTransformerConfig(TransformerConfig):
 
 @dataclass
 class ETransformerConfig(TransformerConfig):
-    "Algorithm 9 (BERT): Post-LN, GELU, then the output head W_f, GELU, layer_norm of width d_f."
+    "Algorithm 9 (BERT): Post-LN, GELU, then the head W_f, GELU, layer_norm of width d_f."
     L: int = 4
     norm: str = "post"
     activation: str = "gelu"
@@ -125,10 +134,10 @@ class ETransformerConfig(TransformerConfig):
     def _layer_fields(self):
         return ("L", "d_f")
 
-
+# %% ../nbs/06_architectures.ipynb #575404b6
 @dataclass
 class EDTransformerConfig(TransformerConfig):
-    "Algorithm 8 (Vaswani et al.): Post-LN, ReLU, no final layer_norm; L_enc encoder and L_dec decoder layers."
+    "Algorithm 8 (Vaswani et al.): Post-LN, ReLU, no final layer_norm; two stacks."
     L_enc: int = 3
     L_dec: int = 3
     norm: str = "post"
