@@ -30,7 +30,7 @@ __all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'Transforme
 
 # %% ../nbs/06_architectures.ipynb #acdace3c
 def gelu_ref(x: Tensor) -> Tensor:
-    "GELU, the paper's equation (5): x times the standard normal CDF at x (the exact, erf form)."
+    "GELU, the paper's eq. (5): x times the standard normal CDF at x (exact, erf form)."
     return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
@@ -45,10 +45,33 @@ ACTIVATIONS = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's approximation
 }
 
-# %% ../nbs/06_architectures.ipynb #b8bde35f
-NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm")  # the last three are explained in Chapter 9
+# %% ../nbs/06_architectures.ipynb #10b6eec8
+# the last three are explained in Chapter 9
+NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm")
 
 
+def _check_config(cfg) -> None:
+    "Raise a ValueError for any value of `cfg` outside its field's allowed range."
+    for name in ("N_V", "l_max", "d_e", "H", "d_mlp") + cfg._layer_fields():
+        if getattr(cfg, name) < 1:
+            raise ValueError(
+                f"{name} must be a positive integer, got {getattr(cfg, name)}")
+    if cfg.d_e % cfg.H:
+        raise ValueError(
+            f"d_e = {cfg.d_e} is not divisible by the number of heads H = {cfg.H}")
+    choices = {"norm": NORM_PLACEMENTS, "activation": tuple(ACTIVATIONS),
+               "positions": ("learned", "sinusoidal"), "init": ("normal", "gpt2"),
+               "sinusoid_convention": ("paper", "vaswani")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(
+                f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if cfg.eps < 0:
+        raise ValueError(f"eps must be >= 0, got {cfg.eps}")
+
+# %% ../nbs/06_architectures.ipynb #75ffe422
 @dataclass
 class TransformerConfig:
     "What the three architectures share. Subclasses set each algorithm's defaults."
@@ -66,7 +89,7 @@ class TransformerConfig:
     tie_embeddings: bool = False
     unembed_bias: bool = False
     positions: str = "learned"
-    sinusoid_base: float | None = None  # None: the convention's default (l_max for "paper", 10000 for "vaswani")
+    sinusoid_base: float | None = None  # None: the convention's default
     sinusoid_convention: str = "paper"
     dropout: float = 0.0
     init: str = "normal"
@@ -74,20 +97,7 @@ class TransformerConfig:
     def __post_init__(self):
         if self.d_mlp is None:
             self.d_mlp = 4 * self.d_e
-        for name in ("N_V", "l_max", "d_e", "H", "d_mlp") + self._layer_fields():
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.d_e % self.H:
-            raise ValueError(f"d_e = {self.d_e} is not divisible by the number of heads H = {self.H}")
-        choices = {"norm": NORM_PLACEMENTS, "activation": tuple(ACTIVATIONS), "positions": ("learned", "sinusoidal"),
-                   "init": ("normal", "gpt2"), "sinusoid_convention": ("paper", "vaswani")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.eps < 0:
-            raise ValueError(f"eps must be >= 0, got {self.eps}")
+        _check_config(self)
 
     def _layer_fields(self) -> tuple[str, ...]:
         return ()
@@ -96,7 +106,7 @@ class TransformerConfig:
     def d_attn(self) -> int:
         return self.d_e // self.H
 
-
+# %% ../nbs/06_architectures.ipynb #5b728036
 @dataclass
 class DTransformerConfig(TransformerConfig):
     "Algorithm 10 (GPT): Pre-LN, GELU, a final layer_norm."
@@ -111,7 +121,7 @@ class DTransformerConfig(TransformerConfig):
 
 @dataclass
 class ETransformerConfig(TransformerConfig):
-    "Algorithm 9 (BERT): Post-LN, GELU, then the output head W_f, GELU, layer_norm of width d_f."
+    "Algorithm 9 (BERT): Post-LN, GELU, then a head W_f, GELU, layer_norm of width d_f."
     L: int = 4
     norm: str = "post"
     activation: str = "gelu"
@@ -125,10 +135,10 @@ class ETransformerConfig(TransformerConfig):
     def _layer_fields(self):
         return ("L", "d_f")
 
-
+# %% ../nbs/06_architectures.ipynb #f64e9a76
 @dataclass
 class EDTransformerConfig(TransformerConfig):
-    "Algorithm 8 (Vaswani et al.): Post-LN, ReLU, no final layer_norm; L_enc encoder and L_dec decoder layers."
+    "Algorithm 8 (Vaswani et al.): Post-LN, ReLU, no final layer_norm; two stacks."
     L_enc: int = 3
     L_dec: int = 3
     norm: str = "post"
@@ -140,7 +150,8 @@ class EDTransformerConfig(TransformerConfig):
 # %% ../nbs/06_architectures.ipynb #f0d590b2
 @dataclass
 class LayerParams:
-    "One layer's theta: attention W with (gamma1, beta1), optional cross-attention with its own pair, MLP, (gamma2, beta2)."
+    """One layer's theta: attention W with (gamma1, beta1), an optional cross-attention
+    with its own pair, and the MLP with (gamma2, beta2)."""
     attn: MHAttentionParams
     gamma1: Tensor
     beta1: Tensor
@@ -157,12 +168,14 @@ class LayerParams:
 
 @dataclass
 class TransformerParams:
-    "theta of Algorithms 8-10. Alg 8 uses enc_layers and layers (the decoder); Alg 9 fills the head W_f, b_f, gamma, beta."
+    """theta of Algorithms 8-10. Alg 8 uses enc_layers and layers (the decoder);
+    Alg 9 fills the head W_f, b_f, gamma, beta."""
     W_e: Tensor  # (d_e, N_V)
     W_p: Tensor  # (d_e, l_max)
     layers: list[LayerParams]  # Algorithm 10's or 9's layers, or Algorithm 8's decoder
     W_u: Tensor  # (N_V, d_e), or (N_V, d_f) for Algorithm 9
-    gamma: Tensor | None = None  # final layer_norm (Alg 10) or the head's layer_norm (Alg 9)
+    # final layer_norm (Alg 10) or the head's layer_norm (Alg 9)
+    gamma: Tensor | None = None
     beta: Tensor | None = None
     enc_layers: list[LayerParams] | None = None  # Algorithm 8's encoder
     W_f: Tensor | None = None  # Algorithm 9's head, (d_f, d_e)
@@ -170,17 +183,21 @@ class TransformerParams:
 
 # %% ../nbs/06_architectures.ipynb #710dbc4b
 def embed_ref(x: list[int], W_e: Tensor, W_p: Tensor) -> Tensor:
-    "Equation (1) for every position: X = [e_1, ..., e_l] with e_t = W_e[:, x[t]] + W_p[:, t]. Shape (d_e, l)."
+    "Equation (1) for all t: X = [e_1, ..., e_l], e_t = W_e[:, x[t]] + W_p[:, t]."
     if len(x) == 0:
-        raise ValueError("the sequence is empty: a transformer needs at least one token")
+        raise ValueError("the sequence is empty: "
+                         "a transformer needs at least one token")
     check_length(len(x), W_p.shape[1])
-    return torch.stack([token_embedding_ref(int(v), W_e) + positional_embedding_ref(t, W_p) for t, v in enumerate(x)],
-                       dim=1)
+    columns = [token_embedding_ref(int(v), W_e) + positional_embedding_ref(t, W_p)
+               for t, v in enumerate(x)]
+    return torch.stack(columns, dim=1)
 
 
-def layer_norm_columns_ref(X: Tensor, gamma: Tensor, beta: Tensor, eps: float = 0.0) -> Tensor:
+def layer_norm_columns_ref(X: Tensor, gamma: Tensor, beta: Tensor,
+                           eps: float = 0.0) -> Tensor:
     "For all t: X[:, t] <- layer_norm(X[:, t] | gamma, beta)."
-    return torch.stack([layer_norm_ref(X[:, t], gamma, beta, eps) for t in range(X.shape[1])], dim=1)
+    return torch.stack([layer_norm_ref(X[:, t], gamma, beta, eps)
+                        for t in range(X.shape[1])], dim=1)
 
 
 def mlp_ref(X: Tensor, p: LayerParams, act) -> Tensor:
@@ -231,8 +248,9 @@ def e_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
 
 # %% ../nbs/06_architectures.ipynb #f1e928d0
 @algorithm(10, "DTransformer", batched="architectures.DTransformer")
-def d_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0, act=gelu_ref) -> Tensor:
-    "Algorithm 10: P (N_V, length(x)); column t is the distribution of token t+1 given x[:t+1]."
+def d_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
+                      act=gelu_ref) -> Tensor:
+    "Algorithm 10: P (N_V, length(x)); column t is the distribution of token t+1."
     l = len(x)  # line 1
     X = embed_ref(x, theta.W_e, theta.W_p)  # lines 2-3
     for p in theta.layers:  # line 4
@@ -387,12 +405,15 @@ class Embedding(nn.Module):
 
 # %% ../nbs/06_architectures.ipynb #25a310ca
 def init_weights(model: nn.Module, cfg: TransformerConfig, n_layers: int) -> None:
-    "N(0, 0.02^2) weights and zero biases; with init='gpt2', residual output maps get std 0.02/sqrt(2 n_layers)."
+    """N(0, 0.02^2) weights and zero biases; with init='gpt2', the residual branches'
+    output maps get std 0.02/sqrt(2 n_layers)."""
     std = 0.02
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            scaled = cfg.init == "gpt2" and (name.endswith("sublayer.o") or name.endswith("sublayer.W_mlp2"))
-            nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * n_layers) if scaled else std)
+            scaled = cfg.init == "gpt2" and (name.endswith("sublayer.o")
+                                             or name.endswith("sublayer.W_mlp2"))
+            nn.init.normal_(module.weight, 0.0,
+                            std / math.sqrt(2 * n_layers) if scaled else std)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, PositionalEmbedding) and module.kind == "learned":
@@ -590,7 +611,9 @@ def _layer_params(layer: Layer) -> LayerParams:
     return p
 
 
-def paper_params(model: DTransformer | ETransformer | EDTransformer) -> TransformerParams:
+def paper_params(
+    model: DTransformer | ETransformer | EDTransformer,
+) -> TransformerParams:
     "The model's weights as the paper's theta, for the reference forms."
     emb, W_u = model.embed, model.unembed.W_u.weight
     theta = TransformerParams(W_e=emb.tok.W_e, W_p=emb.pos.W_p, layers=[], W_u=W_u)
@@ -634,41 +657,52 @@ class SequenceClassifier(nn.Module):
         pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
         return self.W_c(pooled)  # class logits (B, n_classes)
 
-# %% ../nbs/06_architectures.ipynb #e06aaedf
-def layer_diagram(cfg: TransformerConfig, cross: bool = False, causal: bool = True) -> list[list[str]]:
-    "One layer of `cfg`, bottom to top: a list of operations per residual sublayer ('+' is the addition)."
+# %% ../nbs/06_architectures.ipynb #ed048258
+def layer_diagram(cfg: TransformerConfig, cross: bool = False,
+                  causal: bool = True) -> list[list[str]]:
+    "One layer of `cfg`, bottom to top: each residual sublayer's operations ('+' adds)."
     attn = "causal self-attention" if causal else "self-attention"
-    sublayers = [attn] + (["cross-attention"] if cross else []) + [f"MLP ({cfg.activation})"]
-    order = {"pre": ["LayerNorm", "f", "+"], "post": ["f", "+", "LayerNorm"], "resi": ["f", "+", "LayerNorm"],
-             "peri": ["LayerNorm", "f", "LayerNorm", "+"], "deepnorm": ["f", "+", "LayerNorm"]}[cfg.norm]
+    cross_attn = ["cross-attention"] if cross else []
+    sublayers = [attn] + cross_attn + [f"MLP ({cfg.activation})"]
+    order = {"pre": ["LayerNorm", "f", "+"], "post": ["f", "+", "LayerNorm"],
+             "resi": ["f", "+", "LayerNorm"],
+             "peri": ["LayerNorm", "f", "LayerNorm", "+"],
+             "deepnorm": ["f", "+", "LayerNorm"]}[cfg.norm]
     return [[s if step == "f" else step for step in order] for s in sublayers]
 
-
-def draw_layer(cfg: TransformerConfig, ax, cross: bool = False, causal: bool = True, title: str | None = None):
-    "Draw `layer_diagram(cfg)` on a matplotlib axis, bottom to top: boxes, residual additions and skip paths."
+# %% ../nbs/06_architectures.ipynb #2b3ef717
+def draw_layer(cfg: TransformerConfig, ax, cross: bool = False, causal: bool = True,
+               title: str | None = None):
+    "Draw `layer_diagram(cfg)` on a matplotlib axis: boxes, additions and skip paths."
     import matplotlib.patches as patches
 
     groups = layer_diagram(cfg, cross, causal)
     steps = [step for group in groups for step in group]
-    starts = [sum(len(g) for g in groups[:k]) for k in range(len(groups))]  # index where each branch leaves
+    # index where each branch leaves
+    starts = [sum(len(g) for g in groups[:k]) for k in range(len(groups))]
     if cfg.final_norm or cfg.norm == "resi":
-        steps.append("final LayerNorm (once)" if cfg.norm != "resi" else "+ LayerNorm(dual stream)")
+        steps.append("final LayerNorm (once)" if cfg.norm != "resi"
+                     else "+ LayerNorm(dual stream)")
     ys = [1.0 + i for i in range(len(steps))]
     plus = "α·x +" if cfg.norm == "deepnorm" else "+"
     for y0, y1 in zip([0.0] + ys, ys):  # the residual stream, flowing upwards
-        ax.annotate("", xy=(0, y1 - 0.3), xytext=(0, y0 + 0.3 if y0 else y0), arrowprops=dict(arrowstyle="->"))
+        ax.annotate("", xy=(0, y1 - 0.3), xytext=(0, y0 + 0.3 if y0 else y0),
+                    arrowprops=dict(arrowstyle="->"))
     for i, (step, y) in enumerate(zip(steps, ys)):
         if step == "+":
             ax.add_patch(patches.Circle((0, y), 0.25, fc="white", ec="black"))
-            ax.text(0, y, plus, ha="center", va="center", fontsize=12 if plus == "+" else 7)
+            ax.text(0, y, plus, ha="center", va="center",
+                    fontsize=12 if plus == "+" else 7)
             first = max(k for k in starts if k <= i)
             y_branch = ys[first] - 0.5
             ax.plot([0, 1.5, 1.5], [y_branch, y_branch, y], color="grey")
-            ax.annotate("", xy=(0.25, y), xytext=(1.5, y), arrowprops=dict(arrowstyle="->", color="grey"))
+            ax.annotate("", xy=(0.25, y), xytext=(1.5, y),
+                        arrowprops=dict(arrowstyle="->", color="grey"))
         else:
             colour = "#f6d55c" if "LayerNorm" in step else "#a8d5e2"
             last = i == len(steps) - 1 and (cfg.final_norm or cfg.norm == "resi")
-            ax.add_patch(patches.Rectangle((-1.2, y - 0.3), 2.4, 0.6, fc=colour, ec="black", ls="--" if last else "-"))
+            ax.add_patch(patches.Rectangle((-1.2, y - 0.3), 2.4, 0.6, fc=colour,
+                                           ec="black", ls="--" if last else "-"))
             ax.text(0, y, step, ha="center", va="center", fontsize=8)
     ax.set_xlim(-1.7, 2.0)
     ax.set_ylim(-0.2, ys[-1] + 0.6)
@@ -678,9 +712,11 @@ def draw_layer(cfg: TransformerConfig, ax, cross: bool = False, causal: bool = T
 
 # %% ../nbs/06_architectures.ipynb #b84ffcf3
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    "Parameters per top-level component (embed, layers, encoder, decoder, norms, head, unembed); shared ones once."
+    """Parameters per top-level component (embed, layers, encoder, decoder, norms, head,
+    unembed); a shared tensor counts once."""
     seen, counts = set(), {}
-    for name, p in model.named_parameters():  # named_parameters already skips a tied matrix's second name
+    # named_parameters already skips a tied matrix's second name
+    for name, p in model.named_parameters():
         if id(p) in seen:
             continue
         seen.add(id(p))
@@ -691,20 +727,23 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 # %% ../nbs/06_architectures.ipynb #b09220c9
 def famous_configs() -> dict[str, TransformerConfig]:
-    "The original Transformer (base), BERT-base and GPT-2 small as configs of this chapter's classes."
+    "The original Transformer (base), BERT-base and GPT-2 small as configs."
     return {
         "Transformer base (Vaswani et al.)": EDTransformerConfig(
-            N_V=37000, l_max=512, d_e=512, H=8, d_mlp=2048, L_enc=6, L_dec=6, positions="sinusoidal",
-            sinusoid_convention="vaswani", tie_embeddings=True, dropout=0.1),
+            N_V=37000, l_max=512, d_e=512, H=8, d_mlp=2048, L_enc=6, L_dec=6,
+            positions="sinusoidal", sinusoid_convention="vaswani", tie_embeddings=True,
+            dropout=0.1),
         "BERT-base": ETransformerConfig(
-            N_V=30522, l_max=512, d_e=768, H=12, d_mlp=3072, L=12, embed_norm=True, eps=1e-12,
-            tie_embeddings=True, unembed_bias=True, dropout=0.1),
+            N_V=30522, l_max=512, d_e=768, H=12, d_mlp=3072, L=12, embed_norm=True,
+            eps=1e-12, tie_embeddings=True, unembed_bias=True, dropout=0.1),
         "GPT-2 small": DTransformerConfig(
-            N_V=50257, l_max=1024, d_e=768, H=12, L=12, activation="gelu_tanh", tie_embeddings=True, dropout=0.1),
+            N_V=50257, l_max=1024, d_e=768, H=12, L=12, activation="gelu_tanh",
+            tie_embeddings=True, dropout=0.1),
     }
 
 
 def build(cfg: TransformerConfig) -> nn.Module:
     "The model class that matches a config."
-    classes = {DTransformerConfig: DTransformer, ETransformerConfig: ETransformer, EDTransformerConfig: EDTransformer}
+    classes = {DTransformerConfig: DTransformer, ETransformerConfig: ETransformer,
+               EDTransformerConfig: EDTransformer}
     return classes[type(cfg)](cfg)

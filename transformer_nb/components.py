@@ -26,10 +26,11 @@ __all__ = ['check_token_ids', 'check_length', 'check_shape', 'linear_params', 't
 
 # %% ../nbs/05_components.ipynb #2ab1517d
 def check_token_ids(ids: Tensor, N_V: int, name: str = "x") -> None:
-    "Raise a `ValueError` unless `ids` is an integer tensor of token ids in {0, ..., N_V-1}."
+    "Raise a `ValueError` unless `ids` is an integer tensor of ids in {0, ..., N_V-1}."
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
-    if ids.numel() == 0 or torch.compiler.is_compiling():  # reading values back would break a compiled graph
+    # reading values back would break a compiled graph
+    if ids.numel() == 0 or torch.compiler.is_compiling():
         return
     lo, hi = int(ids.min()), int(ids.max())
     if lo < 0 or hi >= N_V:
@@ -39,14 +40,16 @@ def check_token_ids(ids: Tensor, N_V: int, name: str = "x") -> None:
 
 
 def check_length(length: int, l_max: int, name: str = "x") -> None:
-    "Raise a `ValueError` if a sequence of `length` tokens does not fit the context size `l_max`."
+    "Raise a `ValueError` if `length` tokens do not fit the context size `l_max`."
     if length > l_max:
-        raise ValueError(f"{name} has {length} positions, more than the context length l_max = {l_max}")
+        raise ValueError(f"{name} has {length} positions, "
+                         f"more than the context length l_max = {l_max}")
 
 
 def check_shape(t: Tensor, shape: tuple, name: str) -> None:
-    "Raise a `ValueError` unless `t.shape` matches `shape` (a `None` entry matches any size)."
-    ok = t.dim() == len(shape) and all(s is None or s == n for s, n in zip(shape, t.shape))
+    "Raise a `ValueError` unless `t.shape` matches `shape` (`None` matches any size)."
+    ok = t.dim() == len(shape) and all(s is None or s == n
+                                       for s, n in zip(shape, t.shape))
     if not ok:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
@@ -63,14 +66,14 @@ def linear_params(lin: nn.Linear) -> tuple[Tensor, Tensor]:
 # %% ../nbs/05_components.ipynb #eb1b1715
 @algorithm(1, "Token embedding", batched="components.TokenEmbedding")
 def token_embedding_ref(v: int, W_e: Tensor) -> Tensor:
-    "Algorithm 1: the embedding e = W_e[:, v] of token id `v`; W_e has shape (d_e, N_V)."
+    "Algorithm 1: the embedding e = W_e[:, v] of token id `v`; W_e is (d_e, N_V)."
     d_e, N_V = W_e.shape
     check_token_ids(torch.as_tensor(v), N_V, name="v")
     return W_e[:, v]
 
 # %% ../nbs/05_components.ipynb #8a5ddc04
 class TokenEmbedding(nn.Embedding):
-    "Algorithm 1, batched: token ids (B, T) to embeddings (B, T, d_e). `weight` is W_e transposed."
+    "Algorithm 1, batched: ids (B, T) to embeddings (B, T, d_e). `weight` is W_e^T."
 
     def __init__(self, N_V: int, d_e: int):
         super().__init__(N_V, d_e)
@@ -87,17 +90,21 @@ class TokenEmbedding(nn.Embedding):
 # %% ../nbs/05_components.ipynb #d2beb5b3
 @algorithm(2, "Positional embedding", batched="components.PositionalEmbedding")
 def positional_embedding_ref(t: int, W_p: Tensor) -> Tensor:
-    "Algorithm 2: the embedding e_p = W_p[:, t] of position `t` (0-based); W_p has shape (d_e, l_max)."
+    """Algorithm 2: the embedding e_p = W_p[:, t] of position `t` (0-based);
+    W_p has shape (d_e, l_max)."""
     d_e, l_max = W_p.shape
     if not 0 <= t < l_max:
-        raise ValueError(f"position {t} is outside {{0, ..., {l_max - 1}}} (l_max = {l_max})")
+        raise ValueError(f"position {t} is outside {{0, ..., {l_max - 1}}} "
+                         f"(l_max = {l_max})")
     return W_p[:, t]
 
 # %% ../nbs/05_components.ipynb #9230e071
-_CONVENTIONS = {"paper": 1, "vaswani": 0}  # the first value of t and of i in each convention
+# the first value of t and of i in each convention
+_CONVENTIONS = {"paper": 1, "vaswani": 0}
 
 
-def _sinusoid_setup(l_max: int, d_e: int, base: float | None, convention: str) -> tuple[float, int]:
+def _sinusoid_setup(l_max: int, d_e: int, base: float | None,
+                    convention: str) -> tuple[float, int]:
     if convention not in _CONVENTIONS:
         raise ValueError(f"convention must be 'paper' or 'vaswani', got {convention!r}")
     if d_e % 2:
@@ -107,43 +114,49 @@ def _sinusoid_setup(l_max: int, d_e: int, base: float | None, convention: str) -
     return float(base), _CONVENTIONS[convention]
 
 
-def sinusoidal_W_p_ref(l_max: int, d_e: int, base: float | None = None, convention: str = "paper") -> Tensor:
+def sinusoidal_W_p_ref(l_max: int, d_e: int, base: float | None = None,
+                       convention: str = "paper") -> Tensor:
     "The fixed sinusoidal W_p of shape (d_e, l_max), built entry by entry (float64)."
     base, first = _sinusoid_setup(l_max, d_e, base, convention)
     W_p = torch.zeros(d_e, l_max, dtype=torch.float64)
     for col in range(l_max):
         t = col + first  # the paper's t = 1, 2, ...; Vaswani's pos = 0, 1, ...
         for pair in range(d_e // 2):
-            i = pair + first  # the paper's i = 1, ..., d_e/2; Vaswani's i = 0, ..., d_e/2 - 1
+            # the paper's i = 1, ..., d_e/2; Vaswani's i = 0, ..., d_e/2 - 1
+            i = pair + first
             angle = t / base ** (2 * i / d_e)
-            W_p[2 * pair, col] = math.sin(angle)  # row 2i-1 in the paper's 1-based numbering
+            # row 2i-1 in the paper's 1-based numbering
+            W_p[2 * pair, col] = math.sin(angle)
             W_p[2 * pair + 1, col] = math.cos(angle)  # row 2i
     return W_p
 
 # %% ../nbs/05_components.ipynb #cccec162
-def sinusoidal_positions(l_max: int, d_e: int, base: float | None = None, convention: str = "paper",
+def sinusoidal_positions(l_max: int, d_e: int, base: float | None = None,
+                         convention: str = "paper",
                          dtype: torch.dtype = torch.float32) -> Tensor:
     "The sinusoidal table of shape (l_max, d_e): row t is W_p[:, t] (0-based t)."
     base, first = _sinusoid_setup(l_max, d_e, base, convention)
     t = torch.arange(first, l_max + first, dtype=torch.float64)[:, None]
     i = torch.arange(first, d_e // 2 + first, dtype=torch.float64)[None, :]
     angle = t / base ** (2 * i / d_e)  # (l_max, d_e/2)
-    table = torch.stack([angle.sin(), angle.cos()], dim=-1)  # (l_max, d_e/2, 2): sin, cos pairs
+    # (l_max, d_e/2, 2): sin, cos pairs
+    table = torch.stack([angle.sin(), angle.cos()], dim=-1)
     return rearrange(table, "l pairs two -> l (pairs two)").to(dtype)
 
 
 class PositionalEmbedding(nn.Module):
-    "Algorithm 2, batched: the embeddings of positions offset, ..., offset+T-1 as a (T, d_e) tensor."
+    "Algorithm 2, batched: embeddings (T, d_e) of positions offset, ..., offset+T-1."
 
-    def __init__(self, l_max: int, d_e: int, kind: str = "learned", base: float | None = None,
-                 convention: str = "paper"):
+    def __init__(self, l_max: int, d_e: int, kind: str = "learned",
+                 base: float | None = None, convention: str = "paper"):
         super().__init__()
         self.l_max, self.d_e, self.kind = l_max, d_e, kind
         if kind == "learned":
             self.weight = nn.Parameter(torch.randn(l_max, d_e) * 0.02)
         elif kind == "sinusoidal":
             table = sinusoidal_positions(l_max, d_e, base, convention)
-            self.register_buffer("weight", table, persistent=False)  # fixed, and rebuilt rather than saved
+            # fixed, and rebuilt rather than saved
+            self.register_buffer("weight", table, persistent=False)
         else:
             raise ValueError(f"kind must be 'learned' or 'sinusoidal', got {kind!r}")
 
@@ -160,7 +173,7 @@ class PositionalEmbedding(nn.Module):
 # %% ../nbs/05_components.ipynb #1f6f4341
 @dataclass
 class AttentionParams:
-    "The paper's W_qkv: query, key and value maps of one attention head, in (out, in) layout."
+    "The paper's W_qkv: query, key and value maps of one head, in (out, in) layout."
     W_q: Tensor  # (d_attn, d_x)
     b_q: Tensor  # (d_attn,)
     W_k: Tensor  # (d_attn, d_z)
@@ -169,48 +182,52 @@ class AttentionParams:
     b_v: Tensor  # (d_out,)
 
     @classmethod
-    def random(cls, d_x: int, d_z: int, d_attn: int, d_out: int, generator: torch.Generator | None = None,
+    def random(cls, d_x: int, d_z: int, d_attn: int, d_out: int,
+               generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float64) -> "AttentionParams":
-        "Parameters with standard normal entries scaled by 1/sqrt(fan-in), for examples and tests."
+        "Standard normal entries scaled by 1/sqrt(fan-in), for examples and tests."
         def draw(*shape, fan_in):
-            return torch.randn(*shape, generator=generator, dtype=dtype) / math.sqrt(fan_in)
-        return cls(draw(d_attn, d_x, fan_in=d_x), draw(d_attn, fan_in=d_x), draw(d_attn, d_z, fan_in=d_z),
-                   draw(d_attn, fan_in=d_z), draw(d_out, d_z, fan_in=d_z), draw(d_out, fan_in=d_z))
+            scale = math.sqrt(fan_in)
+            return torch.randn(*shape, generator=generator, dtype=dtype) / scale
+        return cls(draw(d_attn, d_x, fan_in=d_x), draw(d_attn, fan_in=d_x),
+                   draw(d_attn, d_z, fan_in=d_z), draw(d_attn, fan_in=d_z),
+                   draw(d_out, d_z, fan_in=d_z), draw(d_out, fan_in=d_z))
 
 # %% ../nbs/05_components.ipynb #6ae74bce
 @algorithm(3, "Basic single-query attention", batched="components.MultiHeadAttention")
-def single_query_attention_ref(e: Tensor, e_ctx: list[Tensor], W: AttentionParams) -> Tensor:
-    "Algorithm 3: attention of one token vector `e` over the context vectors `e_ctx` = [e_1, ..., e_T]."
+def single_query_attention_ref(e: Tensor, e_ctx: list[Tensor],
+                               W: AttentionParams) -> Tensor:
+    "Algorithm 3: attention of one token vector `e` over `e_ctx` = [e_1, ..., e_T]."
     q = W.W_q @ e + W.b_q  # line 1
     k = [W.W_k @ e_t + W.b_k for e_t in e_ctx]  # line 2
     v = [W.W_v @ e_t + W.b_v for e_t in e_ctx]  # line 3
     d_attn = q.shape[0]
     scores = torch.stack([q @ k_t / math.sqrt(d_attn) for k_t in k])
-    # line 4; subtracting the largest score leaves every alpha_t unchanged and keeps exp() from overflowing
+    # line 4; subtracting the top score keeps every alpha_t and stops exp() overflowing
     weights = torch.exp(scores - scores.max())
     alpha = weights / weights.sum()
     return sum(alpha_t * v_t for alpha_t, v_t in zip(alpha, v))  # line 5
 
 # %% ../nbs/05_components.ipynb #b16b5360
 def bidirectional_mask(l: int) -> Tensor:
-    "Mask for unmasked self-attention: each of l tokens attends to every token. Shape (l, l)."
+    "Mask for unmasked self-attention: each of l tokens sees every token. Shape (l, l)."
     return torch.ones(l, l, dtype=torch.bool)
 
 
 def causal_mask(l: int) -> Tensor:
-    "Mask[t_z, t_x] = [[t_z <= t_x]]: query t_x sees context positions up to itself. Shape (l, l)."
+    "Mask (l, l) with Mask[t_z, t_x] = [[t_z <= t_x]]: query t_x sees up to itself."
     t = torch.arange(l)
     return t[:, None] <= t[None, :]  # rows t_z, columns t_x
 
 
 def cross_mask(l_z: int, l_x: int) -> Tensor:
-    "Mask for cross-attention: each of l_x queries sees all l_z context tokens. Shape (l_z, l_x)."
+    "Mask (l_z, l_x) for cross-attention: each of l_x queries sees all l_z tokens."
     return torch.ones(l_z, l_x, dtype=torch.bool)
 
 # %% ../nbs/05_components.ipynb #1ae7ea17
 @algorithm(4, "Attention", batched="components.MultiHeadAttention")
 def attention_ref(X: Tensor, Z: Tensor, W: AttentionParams, Mask: Tensor) -> Tensor:
-    "Algorithm 4: one (masked) self- or cross-attention head. X (d_x, l_x), Z (d_z, l_z), Mask (l_z, l_x)."
+    "Algorithm 4: one attention head. X (d_x, l_x), Z (d_z, l_z), Mask (l_z, l_x)."
     d_x, l_x = X.shape
     d_z, l_z = Z.shape
     check_shape(W.W_q, (None, d_x), "W_q (d_attn, d_x)")
@@ -222,27 +239,33 @@ def attention_ref(X: Tensor, Z: Tensor, W: AttentionParams, Mask: Tensor) -> Ten
     V = W.W_v @ Z + W.b_v[:, None]  # line 3
     S = K.T @ Q  # line 4: S[t_z, t_x] = k_{t_z} . q_{t_x}
     S = S.masked_fill(~Mask.bool(), float("-inf"))  # line 5
-    return V @ torch.softmax(S / math.sqrt(d_attn), dim=0)  # line 6: softmax down each column
+    return V @ torch.softmax(S / math.sqrt(d_attn), dim=0)  # line 6: down each column
 
 # %% ../nbs/05_components.ipynb #d4608a33
 @dataclass
 class MHAttentionParams:
-    "The paper's W for multi-head attention: AttentionParams per head, W_o (d_out, H*d_mid), b_o."
+    "The paper's W for multi-head attention: per-head W, W_o (d_out, H*d_mid), b_o."
     heads: list[AttentionParams]
     W_o: Tensor
     b_o: Tensor
 
     @classmethod
     def random(cls, d_x: int, d_z: int, H: int, d_attn: int, d_mid: int, d_out: int,
-               generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64):
-        heads = [AttentionParams.random(d_x, d_z, d_attn, d_mid, generator, dtype) for _ in range(H)]
-        W_o = torch.randn(d_out, H * d_mid, generator=generator, dtype=dtype) / math.sqrt(H * d_mid)
-        return cls(heads, W_o, torch.randn(d_out, generator=generator, dtype=dtype) / math.sqrt(H * d_mid))
+               generator: torch.Generator | None = None,
+               dtype: torch.dtype = torch.float64):
+        heads = [AttentionParams.random(d_x, d_z, d_attn, d_mid, generator, dtype)
+                 for _ in range(H)]
+        scale = math.sqrt(H * d_mid)
+        W_o = torch.randn(d_out, H * d_mid, generator=generator, dtype=dtype) / scale
+        b_o = torch.randn(d_out, generator=generator, dtype=dtype) / scale
+        return cls(heads, W_o, b_o)
 
 
 @algorithm(5, "MHAttention", batched="components.MultiHeadAttention")
-def mh_attention_ref(X: Tensor, Z: Tensor, W: MHAttentionParams, Mask: Tensor) -> Tensor:
-    "Algorithm 5: multi-head attention, one head at a time. X (d_x, l_x), Z (d_z, l_z), Mask (l_z, l_x)."
+def mh_attention_ref(X: Tensor, Z: Tensor, W: MHAttentionParams,
+                     Mask: Tensor) -> Tensor:
+    """Algorithm 5: multi-head attention, one head at a time.
+    X (d_x, l_x), Z (d_z, l_z), Mask (l_z, l_x)."""
     Y_heads = []
     for W_h in W.heads:  # line 1
         Y_heads.append(attention_ref(X, Z, W_h, Mask))  # line 2
@@ -251,29 +274,35 @@ def mh_attention_ref(X: Tensor, Z: Tensor, W: MHAttentionParams, Mask: Tensor) -
 
 # %% ../nbs/05_components.ipynb #3d17c6df
 def attention_weights(q: Tensor, k: Tensor, allowed: Tensor | None) -> Tensor:
-    "Attention weights (..., l_x, l_z) from queries (..., l_x, d) and keys (..., l_z, d)."
+    "Attention weights (..., l_x, l_z) from queries (..., l_x, d), keys (..., l_z, d)."
     scores = torch.einsum("...xd,...zd->...xz", q, k) / math.sqrt(q.shape[-1])
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
-    return scores.softmax(dim=-1)  # over context positions: the paper's column-wise softmax, transposed
+    # over context positions: the paper's column-wise softmax, transposed
+    return scores.softmax(dim=-1)
 
 
 def _causal_allowed(l_x: int, l_z: int, device) -> Tensor:
-    "Query-major causal mask (l_x, l_z): query i sits at position l_z - l_x + i and sees positions up to it."
-    return torch.ones(l_x, l_z, dtype=torch.bool, device=device).tril(diagonal=l_z - l_x)
+    "Query-major causal mask (l_x, l_z): query i at l_z - l_x + i sees up to it."
+    allowed = torch.ones(l_x, l_z, dtype=torch.bool, device=device)
+    return allowed.tril(diagonal=l_z - l_x)
 
 
-def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None, padding_mask: Tensor | None,
-                  device) -> Tensor | None:
-    "One bool mask (B, 1, l_x, l_z), True = may attend, from the optional parts; None if nothing is masked."
+def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None,
+                  padding_mask: Tensor | None, device) -> Tensor | None:
+    "One bool mask (B, 1, l_x, l_z), True: may attend; None if none."
     parts = []
     if mask is not None:
-        parts.append(mask.bool().reshape(-1, 1, l_x, l_z))  # (l_x, l_z) or (B, l_x, l_z)
+        # (l_x, l_z) or (B, l_x, l_z)
+        parts.append(mask.bool().reshape(-1, 1, l_x, l_z))
     if causal:
         parts.append(_causal_allowed(l_x, l_z, device))
     if padding_mask is not None:
-        parts.append(~padding_mask.bool()[:, None, None, :])  # (B, 1, 1, l_z): padded keys are not allowed
-    return functools.reduce(operator.and_, parts).expand(B, 1, l_x, l_z) if parts else None
+        # (B, 1, 1, l_z): padded keys are not allowed
+        parts.append(~padding_mask.bool()[:, None, None, :])
+    if not parts:
+        return None
+    return functools.reduce(operator.and_, parts).expand(B, 1, l_x, l_z)
 
 # %% ../nbs/05_components.ipynb #03c0953c
 class MultiHeadAttention(nn.Module):
@@ -461,15 +490,15 @@ class AttentionCache:
 # %% ../nbs/05_components.ipynb #42689008
 @algorithm(6, "layer_norm", batched="components.LayerNorm")
 def layer_norm_ref(e: Tensor, gamma: Tensor, beta: Tensor, eps: float = 0.0) -> Tensor:
-    "Algorithm 6: normalise one activation vector `e` (d_e,), then scale by gamma and shift by beta."
+    "Algorithm 6: normalise one vector `e` (d_e,), then scale by gamma, shift by beta."
     d_e = e.shape[0]
     m = e.sum() / d_e  # line 1
     v = ((e - m) ** 2).sum() / d_e  # line 2: the biased variance
-    return (e - m) / torch.sqrt(v + eps) * gamma + beta  # line 3 (eps = 0 is the paper's form)
+    return (e - m) / torch.sqrt(v + eps) * gamma + beta  # line 3 (eps = 0: the paper)
 
 
 class LayerNorm(nn.Module):
-    "Algorithm 6, batched over every position: normalises the last axis of (..., d_e) with gamma and beta."
+    "Algorithm 6, batched: normalise the last axis of (..., d_e), then gamma and beta."
 
     def __init__(self, d_e: int, eps: float = 1e-5, bias: bool = True):
         super().__init__()
@@ -478,18 +507,19 @@ class LayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(d_e)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,), f"input of LayerNorm(d_e={self.d_e})")
+        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
+                    f"input of LayerNorm(d_e={self.d_e})")
         return F.layer_norm(x, (self.d_e,), self.gamma, self.beta, self.eps)
 
 # %% ../nbs/05_components.ipynb #52de5130
 @algorithm(7, "Unembedding", batched="components.Unembedding")
 def unembedding_ref(e: Tensor, W_u: Tensor) -> Tensor:
-    "Algorithm 7: p = softmax(W_u e), a distribution over the N_V tokens; W_u has shape (N_V, d_e)."
+    "Algorithm 7: p = softmax(W_u e), a distribution over N_V tokens; W_u (N_V, d_e)."
     return torch.softmax(W_u @ e, dim=0)
 
 
 class Unembedding(nn.Module):
-    "Algorithm 7, batched: (..., d_e) -> logits (..., N_V). `W_u.weight` is the paper's W_u (N_V, d_e)."
+    "Algorithm 7, batched: (..., d_e) -> logits (..., N_V); `W_u.weight` is W_u."
 
     def __init__(self, d_e: int, N_V: int, bias: bool = False):
         super().__init__()
@@ -497,5 +527,6 @@ class Unembedding(nn.Module):
         self.W_u = nn.Linear(d_e, N_V, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,), f"input of Unembedding(d_e={self.d_e})")
+        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
+                    f"input of Unembedding(d_e={self.d_e})")
         return self.W_u(x)
