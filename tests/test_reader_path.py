@@ -112,7 +112,7 @@ def test_gpu_cell_without_a_gpu_runs_at_smoke_size_and_reports(monkeypatch, caps
         cell.result("loss", "1.50", expected="1.47")
     out = capsys.readouterr().out
     assert "no GPU visible" in out and "wall time" in out and "expected at full size: 1.47" in out
-    assert "not comparable" in out and "about 3 min on a Colab T4" in out
+    assert "not comparable" in out and "an estimated 3 min on a Colab T4" in out
 
 
 def test_gpu_cell_on_a_gpu_runs_at_full_size(monkeypatch):

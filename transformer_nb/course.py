@@ -144,7 +144,7 @@ class GPUCell:
     def __enter__(self) -> GPUCell:
         size = "smoke size (toy model, a few steps)" if self.smoke else "full size"
         print(f"{self.title}: {device_name(self.device)}, {size}; "
-              f"about {self.t4_minutes:g} min on a Colab T4 at full size")
+              f"an estimated {self.t4_minutes:g} min on a Colab T4 at full size")
         if self.device.type != "cuda":
             print("  no GPU visible: running at smoke size so the code can be tried; "
                   "its numbers are not comparable with the expected ones")
