@@ -15,7 +15,7 @@ from .registry import AlgorithmEntry, algorithms as tagged_in
 from .registry import notebook_of  # noqa: F401 (for Appendix C)
 
 # %% auto #0
-__all__ = ['NOTATION', 'DEVIATIONS', 'algorithms', 'resolve', 'Symbol', 'Deviation', 'notation_table']
+__all__ = ['NOTATION', 'DEVIATIONS', 'algorithms', 'resolve', 'Symbol', 'Deviation', 'code_link', 'notation_table']
 
 # %% ../nbs/B_notation.ipynb #c25f3853
 _NAMED = (tokenization, components, architectures, training, inference)
@@ -196,8 +196,9 @@ class Deviation:
 _DEVIATIONS_IN_COMPONENTS = [
     Deviation("ε in layer_norm",
               "Algorithm 6 divides by √v, undefined for a constant vector",
-              "the batched LayerNorm divides by √(v + ε), ε = 10⁻⁵ by default; "
-              "the reference form keeps ε = 0", "05_components"),
+              "the batched LayerNorm divides by √(v + ε), ε = 10⁻⁵ by default, so "
+              "DTransformerConfig() is Algorithm 10 up to ε; ε = 0 is the paper's",
+              "05_components"),
     Deviation("Sinusoidal positions", "base ℓ_max, with t and i counted from 1",
               "implemented as written by default; Vaswani et al.'s base 10000 "
               "counted from 0 is an option", "05_components"),
@@ -226,7 +227,7 @@ _DEVIATIONS_IN_MODELS = [
     Deviation("Options beyond the paper",
               "no dropout, untied W_u, exact GELU, no biases or ε choices",
               "config options (dropout, tie_embeddings, gelu_tanh, eps, bias, "
-              "embed_norm, final_norm) whose defaults are the paper's",
+              "embed_norm, final_norm): defaults as in the paper, except ε = 10⁻⁵",
               "06_architectures"),
     Deviation("Padding", "one sequence at a time",
               "variable-length batches padded (with eos_token) and masked",
@@ -239,15 +240,77 @@ _DEVIATIONS_IN_MODELS = [
     Deviation("Training", "per-sequence SGD over epochs",
               "kept as the reference form; the practical trainer uses minibatches, "
               "AdamW, warmup and cosine decay, clipping", "07a_training"),
+    Deviation("BERT's head activation", "GELU in Algorithm 9, line 10",
+              "the batched head uses cfg.activation, GELU by default",
+              "06_architectures"),
 ]
-DEVIATIONS = _DEVIATIONS_IN_COMPONENTS + _DEVIATIONS_IN_MODELS
+
+# %% ../nbs/B_notation.ipynb #b0a1b2c5
+_DEVIATIONS_IN_TRAINING = [
+    Deviation("What the training forms return", "θ̂ alone",
+              "(θ̂, the loss of every step), so that a run can be inspected",
+              "07a_training"),
+    Deviation("Tied weights in training", "W_e and W_u are separate parameters",
+              "the reference forms copy θ into fresh tensors, so a tied W_u = W_eᵀ "
+              "is trained as two untied matrices", "07a_training"),
+    Deviation("Sequences too short", "ℓ = 1 gives an empty sum in Algorithms 11 and 13",
+              "the reference forms refuse ℓ < 2 with a ValueError", "07a_training"),
+    Deviation("Nothing masked", "an empty T̃ in Algorithm 12 gives a zero loss",
+              "the step is skipped (its loss is recorded as 0); MLMBatches masks at "
+              "least one token per batch, so the mean loss exists", "07a_training"),
+    Deviation("Prompt length in Algorithm 14", "no check on ℓ + ℓ_gen",
+              "the reference form requires ℓ + ℓ_gen − 1 ≤ ℓ_max, the positions that "
+              "Algorithm 2 can embed", "07b_inference"),
+    Deviation("ed_generate", "Algorithm 15 samples at temperature τ and returns x̂ "
+              "with bos_token and eos_token", "greedy by default (sampling is an "
+              "option); returns the tokens between bos_token and eos_token",
+              "07b_inference"),
+]
+
+# %% ../nbs/B_notation.ipynb #b0a1b2c8
+_SLIPS_IN_THE_PAPER = [
+    Deviation("Algorithm 8, line 13", "loops over i but uses l in the body",
+              "one layer index, l", "06_architectures"),
+    Deviation("\"CPT-x\" in §7", "DTraining trains \"like CPT-x\"",
+              "a typo for GPT-x, as in the next item of the same list",
+              "07a_training"),
+    Deviation("τ = 0 and τ = ∞", "named as limits (most likely continuation, "
+              "uniform sampling) though τ ∈ (0, ∞)", "τ must be positive; greedy "
+              "decoding is a separate switch, the limit τ → 0", "07b_inference"),
+    Deviation("The type of Mask", "ℝ^(ℓ_z×ℓ_x) in the list of notation, "
+              "{0,1}^(ℓ_z×ℓ_x) in Algorithms 4 and 5", "Boolean", "B_notation"),
+]
+DEVIATIONS = (_DEVIATIONS_IN_COMPONENTS + _DEVIATIONS_IN_MODELS + _DEVIATIONS_IN_TRAINING
+              + _SLIPS_IN_THE_PAPER)
 
 # %% ../nbs/B_notation.ipynb #65dc2053
+def _defining_notebook(path: str) -> str | None:
+    "The notebook defining the longest prefix of `path` that is a function or class."
+    parts = path.split(".")
+    for n in range(len(parts), 1, -1):
+        try:
+            obj = resolve(".".join(parts[:n]))
+        except AttributeError:
+            continue
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            try:
+                return notebook_of(obj)
+            except (ValueError, TypeError, OSError):
+                return None
+    return None
+
+
+def code_link(path: str) -> str:
+    "`path` as inline code, linked to the chapter that defines it (from nbs/)."
+    notebook = _defining_notebook(path)
+    return f"[`{path}`]({notebook}.ipynb)" if notebook else f"`{path}`"
+
+
 def notation_table() -> str:
     "NOTATION as a markdown table: symbol, type, meaning, code."
     rows = ["| Symbol | Type | Meaning | In the code |", "|---|---|---|---|"]
     for s in NOTATION:
         typ = f"${s.type}$" if s.type else ""
-        code = ", ".join(f"`{c}`" for c in s.code)
+        code = ", ".join(code_link(c) for c in s.code)
         rows.append(f"| ${s.symbol}$ | {typ} | {s.meaning} | {code} |")
     return "\n".join(rows)

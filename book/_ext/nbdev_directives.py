@@ -7,8 +7,13 @@
   numbers boxes in order of appearance, and a chapter may present Algorithm 13 before Algorithm 11).
 * Drops repeated inline <script> lines from the written pages: the theme renders some inline scripts
   twice, and the second `const THEBE_JS_URL = ...` raises a JavaScript SyntaxError on every page.
+* Turns progress bars off in the kernels that execute the chapters (tqdm reads TQDM_DISABLE): a bar is
+  useful while a cell runs, and only noise on a printed page.
+* Labels the reference list the way the text cites it ("Vaswani et al., 2017"), sorted by author: the
+  bibliography style `authoryear` (bibtex_default_style in _config.yml).
 The notebooks themselves are not changed.
 """
+import os
 import re
 
 from docutils import nodes
@@ -82,7 +87,42 @@ def fix_written_pages(app, exception):
             page.write_text(fixed, encoding="utf-8")
 
 
+def _author_year_style():
+    "A pybtex style: the `plain` list (sorted by author), labelled 'Author et al., year'."
+    from pybtex.richtext import Text
+    from pybtex.style.formatting.plain import Style as PlainStyle
+    from pybtex.style.labels import BaseLabelStyle
+
+    def surname(person) -> str:
+        return Text.from_latex(" ".join(person.prelast_names + person.last_names)).render_as("text")
+
+    class AuthorYearLabels(BaseLabelStyle):
+        def format_labels(self, sorted_entries):
+            seen = {}
+            for entry in sorted_entries:
+                people = entry.persons.get("author") or entry.persons.get("editor") or []
+                if not people:
+                    who = entry.fields.get("title", entry.key).strip("{}")
+                elif len(people) == 1 or (len(people) == 2 and "others" in str(people[1])):
+                    who = surname(people[0]) + (" et al." if len(people) == 2 else "")
+                elif len(people) == 2:
+                    who = f"{surname(people[0])} and {surname(people[1])}"
+                else:
+                    who = f"{surname(people[0])} et al."
+                label = f"{who}, {entry.fields.get('year', 'n.d.')}"
+                seen[label] = seen.get(label, 0) + 1
+                yield label if seen[label] == 1 else f"{label}{chr(ord('a') + seen[label] - 1)}"
+
+    class AuthorYearStyle(PlainStyle):
+        default_label_style = AuthorYearLabels
+
+    return AuthorYearStyle
+
+
 def setup(app):
+    os.environ.setdefault("TQDM_DISABLE", "1")  # inherited by the kernels that execute the chapters
+    from pybtex.plugin import register_plugin
+    register_plugin("pybtex.style.formatting", "authoryear", _author_year_style())
     # run before Sphinx's own image collector (priority 500) so that the badge is copied like any image
     app.connect("doctree-read", local_colab_badge, priority=400)
     app.connect("doctree-read", strip_directives)
