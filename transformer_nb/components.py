@@ -22,7 +22,8 @@ __all__ = ['check_token_ids', 'check_length', 'check_shape', 'linear_params', 't
            'positional_embedding_ref', 'sinusoidal_W_p_ref', 'sinusoidal_positions', 'PositionalEmbedding',
            'AttentionParams', 'single_query_attention_ref', 'bidirectional_mask', 'causal_mask', 'cross_mask',
            'attention_ref', 'MHAttentionParams', 'mh_attention_ref', 'attention_weights', 'combine_masks',
-           'MultiHeadAttention', 'AttentionCache', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref', 'Unembedding']
+           'MultiHeadAttention', 'AttentionCache', 'KVCache', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref',
+           'Unembedding']
 
 # %% ../nbs/05_components.ipynb #2ab1517d
 def check_token_ids(ids: Tensor, N_V: int, name: str = "x") -> None:
@@ -486,6 +487,29 @@ class AttentionCache:
         "Keep the rows `index` of the batch (beam search follows its surviving beams)."
         if self.k is not None:
             self.k, self.v = self.k[index], self.v[index]
+
+# %% ../nbs/05_components.ipynb #1b3cf800
+class KVCache:
+    """The attention caches of a stack of layers: per layer, self-attention keys and
+    values for up to `capacity` positions and, with `cross`, the context's keys and
+    values for cross-attention."""
+
+    def __init__(self, n_layers: int, capacity: int, cross: bool = False):
+        ctx = lambda: AttentionCache(0, static=True) if cross else None
+        self.layers = [(AttentionCache(capacity), ctx()) for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        "How many positions the self-attention caches hold."
+        return self.layers[0][0].length if self.layers else 0
+
+    def reorder(self, index: Tensor) -> None:
+        "Keep the batch rows `index` in every cache (beam search)."
+        for pair in self.layers:
+            for c in pair:
+                if c is not None:
+                    c.reorder(index)
+
 
 # %% ../nbs/05_components.ipynb #42689008
 @algorithm(6, "layer_norm", batched="components.LayerNorm")

@@ -11,10 +11,10 @@ from torch import Tensor
 
 from .registry import algorithm
 from transformer_nb.architectures import (
-    DTransformer, EDTransformer, KVCache, TransformerParams, d_transformer_ref,
+    DTransformer, EDTransformer, TransformerParams, d_transformer_ref,
     ed_transformer_ref, gelu_ref, relu_ref,
 )
-from .components import check_token_ids, combine_masks
+from .components import KVCache, check_token_ids
 from .tokenization import pad
 
 # %% auto #0

@@ -26,13 +26,11 @@ from transformer_nb.architectures import (
     ETransformerConfig, SequenceClassifier, TransformerParams, d_transformer_ref,
     e_transformer_ref, ed_transformer_ref, gelu_ref, relu_ref,
 )
-from transformer_nb.checkpoint import (  # colab_checkpoint_dir: for Chapter 7b
+from transformer_nb.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
-    colab_checkpoint_dir, model_config, read_checkpoint, restore_rng,
+    model_config, read_checkpoint, restore_rng,
 )
-from transformer_nb.components import (
-    PositionalEmbedding, TokenEmbedding, check_token_ids,
-)
+from .components import PositionalEmbedding, TokenEmbedding
 from .tasks import BatchSampler, WindowSampler, random_windows
 from .tokenization import Tokenizer, pad
 
