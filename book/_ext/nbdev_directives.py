@@ -9,6 +9,8 @@
   twice, and the second `const THEBE_JS_URL = ...` raises a JavaScript SyntaxError on every page.
 * Turns progress bars off in the kernels that execute the chapters (tqdm reads TQDM_DISABLE): a bar is
   useful while a cell runs, and only noise on a printed page.
+* Gives a cell's figure caption (cell metadata `mystnb.figure`) to its first displayed output only: a cell
+  that shows a plot and then a table of the same numbers gets one numbered figure, not two.
 * Labels the reference list the way the text cites it ("Vaswani et al., 2017"), sorted by author: the
   bibliography style `authoryear` (bibtex_default_style in _config.yml).
 The notebooks themselves are not changed.
@@ -119,7 +121,32 @@ def _author_year_style():
     return AuthorYearStyle
 
 
+def _caption_first_output_only():
+    "Wrap myst-nb's figure context so that only a cell's first display output becomes the figure."
+    from contextlib import contextmanager
+
+    import myst_nb.sphinx_ as sphinx_renderer
+    original = sphinx_renderer.create_figure_context
+    if getattr(original, "first_output_only", False):
+        return
+    captioned = set()
+
+    @contextmanager
+    def first_output_only(renderer, figure_options, line):
+        key = (renderer.document["source"], line)  # one key per cell
+        if figure_options and key in captioned:
+            figure_options = None
+        elif figure_options:
+            captioned.add(key)
+        with original(renderer, figure_options, line):
+            yield
+
+    first_output_only.first_output_only = True
+    sphinx_renderer.create_figure_context = first_output_only
+
+
 def setup(app):
+    _caption_first_output_only()
     os.environ.setdefault("TQDM_DISABLE", "1")  # inherited by the kernels that execute the chapters
     from pybtex.plugin import register_plugin
     register_plugin("pybtex.style.formatting", "authoryear", _author_year_style())
