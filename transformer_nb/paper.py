@@ -280,8 +280,8 @@ _SLIPS_IN_THE_PAPER = [
     Deviation("The type of Mask", "ℝ^(ℓ_z×ℓ_x) in the list of notation, "
               "{0,1}^(ℓ_z×ℓ_x) in Algorithms 4 and 5", "Boolean", "B_notation"),
 ]
-DEVIATIONS = (_DEVIATIONS_IN_COMPONENTS + _DEVIATIONS_IN_MODELS + _DEVIATIONS_IN_TRAINING
-              + _SLIPS_IN_THE_PAPER)
+DEVIATIONS = (_DEVIATIONS_IN_COMPONENTS + _DEVIATIONS_IN_MODELS
+              + _DEVIATIONS_IN_TRAINING + _SLIPS_IN_THE_PAPER)
 
 # %% ../nbs/B_notation.ipynb #65dc2053
 def _defining_notebook(path: str) -> str | None:
