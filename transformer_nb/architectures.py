@@ -16,8 +16,8 @@ from .registry import algorithm
 from transformer_nb.components import (
     KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
     PositionalEmbedding, TokenEmbedding, Unembedding, bidirectional_mask, causal_mask,
-    check_length, check_shape, cross_mask, layer_norm_ref, linear_params,
-    mh_attention_ref, positional_embedding_ref, token_embedding_ref,
+    check_length, check_shape, cross_mask, lay_out_for_decoding, layer_norm_ref,
+    linear_params,    mh_attention_ref, positional_embedding_ref, token_embedding_ref,
 )
 
 # %% auto #0
@@ -261,7 +261,7 @@ def d_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
     X = layer_norm_columns_ref(X, theta.gamma, theta.beta, eps)  # line 10
     return torch.softmax(theta.W_u @ X, dim=0)  # line 11
 
-# %% ../nbs/06_architectures.ipynb #7dd090d7
+# %% ../nbs/06_architectures.ipynb #fcab0f74
 def _drop(dropout: nn.Dropout, x: Tensor) -> Tensor:
     "Dropout, skipped (no module call) where it does nothing: in eval mode, or p = 0."
     return dropout(x) if dropout.training and dropout.p > 0 else x
@@ -477,7 +477,10 @@ def _initialise(model: nn.Module, cfg: TransformerConfig,
     if cfg.tie_embeddings:
         # W_u = W_e^T: one matrix, two uses
         model.unembed.W_u.weight = model.embed.tok.weight
+    lay_out_for_decoding(model)  # same values, faster one-token steps
 
+
+# %% ../nbs/06_architectures.ipynb #9f6f15e0
 def _positions(x: Tensor, cache: KVCache | None, positions: Tensor | None):
     "The positions of the tokens x: `positions`, else after the cached ones, else None."
     if positions is None and cache is not None:
