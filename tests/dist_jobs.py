@@ -14,9 +14,8 @@ GLOBAL_BATCH = 8
 
 def make_trainer(parallel: str = "auto", **train) -> Trainer:
     "A tiny float64 decoder on a random stream: the same on every rank and world size."
-    torch.set_default_dtype(torch.float64)
     torch.manual_seed(0)
-    model = DTransformer(DTransformerConfig(N_V=13, l_max=8, d_e=16, H=2, L=2))
+    model = DTransformer(DTransformerConfig(N_V=13, l_max=8, d_e=16, H=2, L=2)).double()
     stream = torch.randint(13, (400,), generator=torch.Generator().manual_seed(1))
     settings = dict(max_steps=10, lr=1e-2, warmup_steps=2, grad_accum=2, grad_clip=0.5,
                     eval_every=5, eval_batches=2, device="cpu", progress=False,
@@ -40,6 +39,7 @@ def equality_job(out: str, parallel: str, resume_from: str) -> None:
     """An uninterrupted run (checkpoint at step 5 and 10, batches recorded), then a run
     resumed from `resume_from` (written by another world size)."""
     out = Path(out)
+    torch.set_num_threads(1)  # two processes on two cores
     trainer = make_trainer(parallel)
     seen = record_batches(trainer)
     trainer.fit(until=5)
@@ -54,7 +54,7 @@ def equality_job(out: str, parallel: str, resume_from: str) -> None:
 
 
 def kill_job(out: str) -> None:
-    "Rank 1 dies after the step-4 checkpoint, unless RESUME is set (then: resume, finish)."
+    "Rank 1 dies after the step-4 checkpoint; with RESUME set, the job resumes and finishes."
     path = str(Path(out) / "job.pt")
     trainer = make_trainer("auto", max_steps=12, checkpoint_path=path,
                            checkpoint_every=2)
@@ -62,8 +62,12 @@ def kill_job(out: str) -> None:
         trainer.load(path)
         print(f"resumed at step {trainer.step}", flush=True)
     elif trainer.dist.rank == 1:
-        trainer.fit(until=4)
-        os._exit(7)  # as if the machine had gone away
+        step = trainer.train_step
+        def dying_step():
+            if trainer.step == 4:  # after the step-4 checkpoint
+                os._exit(7)  # as if the machine had gone away
+            return step()
+        trainer.train_step = dying_step
     trainer.fit()
 
 
