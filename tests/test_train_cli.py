@@ -70,3 +70,6 @@ def test_the_readme_example_trains_in_one_and_two_processes(tmp_path):
     history = json.loads((runs / "tiny" / "history.json").read_text())
     assert history["step"] == list(range(1, 81))  # the resumed run continued the record
     assert history["loss"][-1] < history["loss"][0] - 1  # it learned something
+    two_history = json.loads((runs / "tiny2" / "history.json").read_text())
+    gap = max(abs(a - b) for a, b in zip(two_history["loss"], history["loss"][:60]))
+    assert gap < 1e-4  # 2 processes train as 1 (float32: reduction order only)
