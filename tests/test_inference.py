@@ -7,8 +7,9 @@ from hypothesis import given, settings, strategies as st
 from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, d_transformer_ref, paper_params,
 )
+from transformer_nb.components import KVCache
 from transformer_nb.inference import (
-    KVCache, beam_search, cross_attention, d_inference_ref, ed_generate, ed_inference_ref, generate, sample_next,
+    beam_search, cross_attention, d_inference_ref, ed_generate, ed_inference_ref, generate, sample_next,
     sample_ref, sampling_probs, temperature_ref,
 )
 
@@ -83,7 +84,7 @@ def test_left_padded_batch_equals_each_prompt_alone():
     ids = torch.tensor([[0, 0, 8, 9, 10], [1, 2, 3, 4, 5]])
     pad = torch.tensor([[True, True, False, False, False], [False] * 5])
     alone = generate(model, [8, 9, 10], 6, greedy=True)
-    assert generate(model, ids, 6, greedy=True, padding_mask=pad)[0] == alone
+    assert generate(model, ids, 6, greedy=True, x_padding=pad)[0] == alone
 
 
 def test_top_k_one_is_greedy_and_top_k_restricts_the_support():

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from .registry import algorithm
 from transformer_nb.components import (
-    AttentionCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
+    KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
     PositionalEmbedding, TokenEmbedding, Unembedding, bidirectional_mask, causal_mask,
     check_length, check_shape, cross_mask, layer_norm_ref, linear_params,
     mh_attention_ref, positional_embedding_ref, token_embedding_ref,
@@ -24,9 +24,9 @@ from transformer_nb.components import (
 __all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'TransformerConfig', 'DTransformerConfig',
            'ETransformerConfig', 'EDTransformerConfig', 'LayerParams', 'TransformerParams', 'embed_ref',
            'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref', 'ed_transformer_ref', 'e_transformer_ref',
-           'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'KVCache', 'run_stack', 'Embedding', 'init_weights',
+           'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'run_stack', 'Embedding', 'init_weights',
            'deepnorm_constants', 'deepnorm_init', 'DTransformer', 'ETransformer', 'EDTransformer', 'paper_params',
-           'SequenceClassifier', 'layer_diagram', 'draw_layer', 'count_parameters', 'famous_configs', 'build']
+           'SequenceClassifier']
 
 # %% ../nbs/06_architectures.ipynb #acdace3c
 def gelu_ref(x: Tensor) -> Tensor:
@@ -317,17 +317,17 @@ class Layer(nn.Module):
         self.cross = Residual(cfg, cross_attn, alpha) if cross else None
         self.mlp = Residual(cfg, MLP(cfg), alpha)
 
-    def forward(self, x: Tensor, z: Tensor | None = None,
-                x_padding: Tensor | None = None, z_padding: Tensor | None = None,
+    def forward(self, x: Tensor, z: Tensor | None = None, *,
+                z_padding: Tensor | None = None, x_padding: Tensor | None = None,
                 dual: Tensor | None = None, cache: tuple | None = None):
         """The layer's output; with ResiDual, pass the dual stream as `dual` and get (x,
         dual) back. `cache`: this layer's (self-attention, cross-attention)
         `AttentionCache`s."""
         own, ctx = ({}, {}) if cache is None else ({"cache": c} for c in cache)
-        x, dual = _apply(self.attn, x, dual, causal=self.causal, padding_mask=x_padding,
+        x, dual = _apply(self.attn, x, dual, causal=self.causal, z_padding=x_padding,
                          **own)
         if self.cross is not None:
-            x, dual = _apply(self.cross, x, dual, z, padding_mask=z_padding, **ctx)
+            x, dual = _apply(self.cross, x, dual, z, z_padding=z_padding, **ctx)
         x, dual = _apply(self.mlp, x, dual)
         return x if dual is None else (x, dual)
 
@@ -338,28 +338,6 @@ def _apply(residual: Residual, x: Tensor, dual: Tensor | None, *args, **kwargs):
     return residual(x, *args, dual=dual, **kwargs)
 
 # %% ../nbs/06_architectures.ipynb #a355a2da
-class KVCache:
-    """The attention caches of a stack of layers: per layer, self-attention keys and
-    values for up to `capacity` positions and, with `cross`, the context's keys and
-    values for cross-attention."""
-
-    def __init__(self, n_layers: int, capacity: int, cross: bool = False):
-        ctx = lambda: AttentionCache(0, static=True) if cross else None
-        self.layers = [(AttentionCache(capacity), ctx()) for _ in range(n_layers)]
-
-    @property
-    def length(self) -> int:
-        "How many positions the self-attention caches hold."
-        return self.layers[0][0].length if self.layers else 0
-
-    def reorder(self, index: Tensor) -> None:
-        "Keep the batch rows `index` in every cache (beam search)."
-        for pair in self.layers:
-            for c in pair:
-                if c is not None:
-                    c.reorder(index)
-
-
 def run_stack(layers: nn.ModuleList, h: Tensor, final_norm: LayerNorm | None,
               resi: bool, cache: KVCache | None = None, **kwargs) -> Tensor:
     """Run `h` through `layers`, then the final norm; each layer reads and extends its
@@ -512,16 +490,16 @@ class DTransformer(nn.Module):
         self.unembed = Unembedding(cfg.d_e, cfg.N_V, bias=cfg.unembed_bias)
         _initialise(self, cfg, self.layers)
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None, *,
+    def forward(self, x: Tensor, *, x_padding: Tensor | None = None,
                 cache: KVCache | None = None,
                 positions: Tensor | None = None) -> Tensor:
         """Logits (B, T, N_V). With a `KVCache(L, l_max)`, x holds only the new tokens:
         they sit at the positions after the cached ones (or at `positions`), attend
-        to every cached position, and are appended; `padding_mask` then covers the
+        to every cached position, and are appended; `x_padding` then covers the
         cached positions too."""
         positions = _positions(x, cache, positions)
         h = run_stack(self.layers, self.embed(x, positions), self.final_norm,
-                      self.cfg.norm == "resi", cache=cache, x_padding=padding_mask)
+                      self.cfg.norm == "resi", cache=cache, x_padding=x_padding)
         return self.unembed(h)
 
 # %% ../nbs/06_architectures.ipynb #d7a2f8cc
@@ -544,14 +522,15 @@ class ETransformer(nn.Module):
         self.unembed = Unembedding(cfg.d_f, cfg.N_V, bias=cfg.unembed_bias)
         _initialise(self, cfg, self.layers)
 
-    def hidden_states(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+    def hidden_states(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
         "The encoder's output (B, T, d_e), before the output head."
         resi = self.cfg.norm == "resi"
         return run_stack(self.layers, self.embed(x), self.final_norm, resi,
-                         x_padding=padding_mask)
+                         x_padding=x_padding)
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        h = self.head_norm(self.head_act(self.W_f(self.hidden_states(x, padding_mask))))
+    def forward(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
+        h = self.W_f(self.hidden_states(x, x_padding=x_padding))
+        h = self.head_norm(self.head_act(h))
         return self.unembed(h)
 
 # %% ../nbs/06_architectures.ipynb #f51f9574
@@ -569,14 +548,14 @@ class EDTransformer(nn.Module):
         self.unembed = Unembedding(cfg.d_e, cfg.N_V, bias=cfg.unembed_bias)
         _initialise(self, cfg, self.encoder, self.decoder)
 
-    def encode(self, z: Tensor, z_padding: Tensor | None = None) -> Tensor:
+    def encode(self, z: Tensor, *, z_padding: Tensor | None = None) -> Tensor:
         "The encoded context Z, shape (B, T_z, d_e)."
         resi = self.cfg.norm == "resi"
         return run_stack(self.encoder, self.embed(z), self.enc_norm, resi,
                          x_padding=z_padding)
 
-    def decode(self, x: Tensor, Z: Tensor, x_padding: Tensor | None = None,
-               z_padding: Tensor | None = None, *, cache: KVCache | None = None,
+    def decode(self, x: Tensor, Z: Tensor, *, z_padding: Tensor | None = None,
+               x_padding: Tensor | None = None, cache: KVCache | None = None,
                positions: Tensor | None = None) -> Tensor:
         "Logits (B, T_x, N_V) of x given Z; a cache as in DTransformer (Z's K/V kept)."
         if Z.shape[0] != x.shape[0]:
@@ -588,11 +567,12 @@ class EDTransformer(nn.Module):
                       z_padding=z_padding)
         return self.unembed(h)
 
-    def forward(self, z: Tensor, x: Tensor, z_padding: Tensor | None = None,
+    def forward(self, z: Tensor, x: Tensor, *, z_padding: Tensor | None = None,
                 x_padding: Tensor | None = None) -> Tensor:
         check_shape(z, (None, None), "context z (batch, length)")
         check_shape(x, (None, None), "primary x (batch, length)")  # decode checks B
-        return self.decode(x, self.encode(z, z_padding), x_padding, z_padding)
+        Z = self.encode(z, z_padding=z_padding)
+        return self.decode(x, Z, x_padding=x_padding, z_padding=z_padding)
 
 # %% ../nbs/06_architectures.ipynb #c481dfc2
 def _gamma_beta(norm: LayerNorm) -> tuple[Tensor, Tensor]:
@@ -648,102 +628,11 @@ class SequenceClassifier(nn.Module):
     def config_dict(self) -> dict:
         return {**asdict(self.cfg), "n_classes": self.n_classes}
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        h = self.encoder.hidden_states(x, padding_mask)  # (B, T, d_e)
-        if padding_mask is None:
+    def forward(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
+        h = self.encoder.hidden_states(x, x_padding=x_padding)  # (B, T, d_e)
+        if x_padding is None:
             keep = torch.ones_like(x, dtype=h.dtype)
         else:
-            keep = (~padding_mask).to(h.dtype)
+            keep = (~x_padding).to(h.dtype)
         pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
         return self.W_c(pooled)  # class logits (B, n_classes)
-
-# %% ../nbs/06_architectures.ipynb #ed048258
-def layer_diagram(cfg: TransformerConfig, cross: bool = False,
-                  causal: bool = True) -> list[list[str]]:
-    "One layer of `cfg`, bottom to top: each residual sublayer's operations ('+' adds)."
-    attn = "causal self-attention" if causal else "self-attention"
-    cross_attn = ["cross-attention"] if cross else []
-    sublayers = [attn] + cross_attn + [f"MLP ({cfg.activation})"]
-    order = {"pre": ["LayerNorm", "f", "+"], "post": ["f", "+", "LayerNorm"],
-             "resi": ["f", "+", "LayerNorm"],
-             "peri": ["LayerNorm", "f", "LayerNorm", "+"],
-             "deepnorm": ["f", "+", "LayerNorm"]}[cfg.norm]
-    return [[s if step == "f" else step for step in order] for s in sublayers]
-
-# %% ../nbs/06_architectures.ipynb #2b3ef717
-def draw_layer(cfg: TransformerConfig, ax, cross: bool = False, causal: bool = True,
-               title: str | None = None):
-    "Draw `layer_diagram(cfg)` on a matplotlib axis: boxes, additions and skip paths."
-    import matplotlib.patches as patches
-
-    groups = layer_diagram(cfg, cross, causal)
-    steps = [step for group in groups for step in group]
-    # index where each branch leaves
-    starts = [sum(len(g) for g in groups[:k]) for k in range(len(groups))]
-    if cfg.final_norm or cfg.norm == "resi":
-        steps.append("final LayerNorm (once)" if cfg.norm != "resi"
-                     else "+ LayerNorm(dual stream)")
-    ys = [1.0 + i for i in range(len(steps))]
-    plus = "α·x +" if cfg.norm == "deepnorm" else "+"
-    for y0, y1 in zip([0.0] + ys, ys):  # the residual stream, flowing upwards
-        ax.annotate("", xy=(0, y1 - 0.3), xytext=(0, y0 + 0.3 if y0 else y0),
-                    arrowprops=dict(arrowstyle="->"))
-    for i, (step, y) in enumerate(zip(steps, ys)):
-        if step == "+":
-            ax.add_patch(patches.Circle((0, y), 0.25, fc="white", ec="black"))
-            ax.text(0, y, plus, ha="center", va="center",
-                    fontsize=12 if plus == "+" else 7)
-            first = max(k for k in starts if k <= i)
-            y_branch = ys[first] - 0.5
-            ax.plot([0, 1.5, 1.5], [y_branch, y_branch, y], color="grey")
-            ax.annotate("", xy=(0.25, y), xytext=(1.5, y),
-                        arrowprops=dict(arrowstyle="->", color="grey"))
-        else:
-            colour = "#f6d55c" if "LayerNorm" in step else "#a8d5e2"
-            last = i == len(steps) - 1 and (cfg.final_norm or cfg.norm == "resi")
-            ax.add_patch(patches.Rectangle((-1.2, y - 0.3), 2.4, 0.6, fc=colour,
-                                           ec="black", ls="--" if last else "-"))
-            ax.text(0, y, step, ha="center", va="center", fontsize=8)
-    ax.set_xlim(-1.7, 2.0)
-    ax.set_ylim(-0.2, ys[-1] + 0.6)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    ax.set_title(title or f"{cfg.norm}", fontsize=10)
-
-# %% ../nbs/06_architectures.ipynb #b84ffcf3
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameters per top-level component (embed, layers, encoder, decoder, norms, head,
-    unembed); a shared tensor counts once."""
-    seen, counts = set(), {}
-    # named_parameters already skips a tied matrix's second name
-    for name, p in model.named_parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        part = name.split(".")[0]
-        counts[part] = counts.get(part, 0) + p.numel()
-    counts["total"] = sum(counts.values())
-    return counts
-
-# %% ../nbs/06_architectures.ipynb #b09220c9
-def famous_configs() -> dict[str, TransformerConfig]:
-    "The original Transformer (base), BERT-base and GPT-2 small as configs."
-    return {
-        "Transformer base (Vaswani et al.)": EDTransformerConfig(
-            N_V=37000, l_max=512, d_e=512, H=8, d_mlp=2048, L_enc=6, L_dec=6,
-            positions="sinusoidal", sinusoid_convention="vaswani", tie_embeddings=True,
-            dropout=0.1),
-        "BERT-base": ETransformerConfig(
-            N_V=30522, l_max=512, d_e=768, H=12, d_mlp=3072, L=12, embed_norm=True,
-            eps=1e-12, tie_embeddings=True, unembed_bias=True, dropout=0.1),
-        "GPT-2 small": DTransformerConfig(
-            N_V=50257, l_max=1024, d_e=768, H=12, L=12, activation="gelu_tanh",
-            tie_embeddings=True, dropout=0.1),
-    }
-
-
-def build(cfg: TransformerConfig) -> nn.Module:
-    "The model class that matches a config."
-    classes = {DTransformerConfig: DTransformer, ETransformerConfig: ETransformer,
-               EDTransformerConfig: EDTransformer}
-    return classes[type(cfg)](cfg)

@@ -22,7 +22,8 @@ __all__ = ['check_token_ids', 'check_length', 'check_shape', 'linear_params', 't
            'positional_embedding_ref', 'sinusoidal_W_p_ref', 'sinusoidal_positions', 'PositionalEmbedding',
            'AttentionParams', 'single_query_attention_ref', 'bidirectional_mask', 'causal_mask', 'cross_mask',
            'attention_ref', 'MHAttentionParams', 'mh_attention_ref', 'attention_weights', 'combine_masks',
-           'MultiHeadAttention', 'AttentionCache', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref', 'Unembedding']
+           'MultiHeadAttention', 'AttentionCache', 'KVCache', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref',
+           'Unembedding']
 
 # %% ../nbs/05_components.ipynb #2ab1517d
 def check_token_ids(ids: Tensor, N_V: int, name: str = "x") -> None:
@@ -289,7 +290,7 @@ def _causal_allowed(l_x: int, l_z: int, device) -> Tensor:
 
 
 def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None,
-                  padding_mask: Tensor | None, device) -> Tensor | None:
+                  *, z_padding: Tensor | None, device) -> Tensor | None:
     "One bool mask (B, 1, l_x, l_z), True: may attend; None if none."
     parts = []
     if mask is not None:
@@ -297,9 +298,9 @@ def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None,
         parts.append(mask.bool().reshape(-1, 1, l_x, l_z))
     if causal:
         parts.append(_causal_allowed(l_x, l_z, device))
-    if padding_mask is not None:
+    if z_padding is not None:
         # (B, 1, 1, l_z): padded keys are not allowed
-        parts.append(~padding_mask.bool()[:, None, None, :])
+        parts.append(~z_padding.bool()[:, None, None, :])
     if not parts:
         return None
     return functools.reduce(operator.and_, parts).expand(B, 1, l_x, l_z)
@@ -379,23 +380,23 @@ MultiHeadAttention.project = _project
 # %% ../nbs/05_components.ipynb #240c9b7f
 def _forward(self: MultiHeadAttention, x: Tensor, z: Tensor | None = None, *,
              causal: bool = False, mask: Tensor | None = None,
-             padding_mask: Tensor | None = None, need_weights: bool = False,
+             z_padding: Tensor | None = None, need_weights: bool = False,
              fast: bool = True, cache: AttentionCache | None = None):
     """Attend from `x` to `z` (to `x` itself when `z` is None): (B, l_x, d_out), and
     the weights (B, H, l_x, l_z) if `need_weights`. `mask`: bool (l_x, l_z) or
-    (B, l_x, l_z), True = may attend (the paper's Mask, transposed). `padding_mask`:
+    (B, l_x, l_z), True = may attend (the paper's Mask, transposed). `z_padding`:
     bool (B, l_z), True = padding. `cache`: an `AttentionCache` (context: all cached).
     """
-    z = _check_inputs(self, x, z, mask, padding_mask, cache)
+    z = _check_inputs(self, x, z, mask, z_padding, cache)
     q, k, v = self.project(x, z, cache)
     B, l_x, l_z = x.shape[0], x.shape[1], k.shape[2]
     explicit = need_weights or not fast
     causal = causal and l_x > 1  # a single query, the last position, sees every key
     # The fused kernel applies a square causal mask itself; other cases get a mask.
-    kernel_causal = (causal and not explicit and mask is None and padding_mask is None
+    kernel_causal = (causal and not explicit and mask is None and z_padding is None
                      and l_x == l_z)
     allowed = combine_masks(B, l_x, l_z, causal and not kernel_causal, mask,
-                            padding_mask, x.device)
+                            z_padding=z_padding, device=x.device)
     empty = None
     if allowed is not None:
         empty = ~allowed.any(dim=-1, keepdim=True)  # queries with nothing to attend to
@@ -417,7 +418,7 @@ def _forward(self: MultiHeadAttention, x: Tensor, z: Tensor | None = None, *,
 MultiHeadAttention.forward = _forward
 
 # %% ../nbs/05_components.ipynb #1223f9d7
-def _check_inputs(self: MultiHeadAttention, x, z, mask, padding_mask, cache) -> Tensor:
+def _check_inputs(self: MultiHeadAttention, x, z, mask, z_padding, cache) -> Tensor:
     "The context z (x itself for self-attention), after checking every shape."
     check_shape(x, (None, None, self.d_x), "x (batch, l_x, d_x)")
     if self.cross and z is None and (cache is None or cache.k is None):
@@ -437,8 +438,8 @@ def _check_inputs(self: MultiHeadAttention, x, z, mask, padding_mask, cache) -> 
         raise ValueError(f"mask must have shape (l_x, l_z) = {(x.shape[1], l_z)} "
                          "(query-major, the paper's Mask transposed), "
                          f"got {tuple(mask.shape)}")
-    if padding_mask is not None:
-        check_shape(padding_mask, (z.shape[0], l_z), "padding_mask (batch, l_z)")
+    if z_padding is not None:
+        check_shape(z_padding, (z.shape[0], l_z), "z_padding (batch, l_z)")
     return z
 
 # %% ../nbs/05_components.ipynb #36636abc
@@ -486,6 +487,29 @@ class AttentionCache:
         "Keep the rows `index` of the batch (beam search follows its surviving beams)."
         if self.k is not None:
             self.k, self.v = self.k[index], self.v[index]
+
+# %% ../nbs/05_components.ipynb #ef97c73e
+class KVCache:
+    """The attention caches of a stack of layers: per layer, self-attention keys and
+    values for up to `capacity` positions and, with `cross`, the context's keys and
+    values for cross-attention."""
+
+    def __init__(self, n_layers: int, capacity: int, cross: bool = False):
+        ctx = lambda: AttentionCache(0, static=True) if cross else None
+        self.layers = [(AttentionCache(capacity), ctx()) for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        "How many positions the self-attention caches hold."
+        return self.layers[0][0].length if self.layers else 0
+
+    def reorder(self, index: Tensor) -> None:
+        "Keep the batch rows `index` in every cache (beam search)."
+        for pair in self.layers:
+            for c in pair:
+                if c is not None:
+                    c.reorder(index)
+
 
 # %% ../nbs/05_components.ipynb #42689008
 @algorithm(6, "layer_norm", batched="components.LayerNorm")

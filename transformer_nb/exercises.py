@@ -1114,7 +1114,7 @@ register(Exercise(
     ]))
 
 # %% ../nbs/D_exercises.ipynb #90288646
-from .architectures import KVCache
+from .components import KVCache
 
 
 def _kv_measured(L, B, H, d_attn, l_max, nbytes):
