@@ -6,8 +6,13 @@ from pathlib import Path
 
 import torch
 
-from transformer_nb.architectures import DTransformer, DTransformerConfig
-from transformer_nb.training import LMBatches, TrainConfig, Trainer, next_token_loss
+from transformer_nb.architectures import (
+    DTransformer, DTransformerConfig, ETransformer, ETransformerConfig, SequenceClassifier,
+)
+from transformer_nb.distributed import full_model_state
+from transformer_nb.training import (
+    ClassBatches, LMBatches, TrainConfig, Trainer, classification_loss, next_token_loss,
+)
 
 GLOBAL_BATCH = 8
 
@@ -23,6 +28,20 @@ def make_trainer(parallel: str = "auto", **train) -> Trainer:
     cfg = TrainConfig(**{**settings, **train})
     return Trainer(model, next_token_loss, LMBatches(stream, GLOBAL_BATCH, 8, seed=2),
                    cfg, val_batches=LMBatches(stream, GLOBAL_BATCH, 8, seed=3))
+
+
+def classifier_weights(parallel: str = "auto") -> dict:
+    """A classifier, whose encoder's output layer gets no gradient (DDP must be told), after
+    4 steps of 3 micro-batches: its whole state dict."""
+    torch.manual_seed(0)
+    encoder = ETransformer(ETransformerConfig(N_V=10, l_max=8, d_e=8, H=2, L=1))
+    model = SequenceClassifier(encoder, n_classes=2).double()
+    examples = [([1, 2, 3, 4][:2 + i % 3], i % 2) for i in range(40)]
+    cfg = TrainConfig(max_steps=4, warmup_steps=1, grad_accum=3, device="cpu",
+                      progress=False, parallel=parallel)
+    trainer = Trainer(model, classification_loss, ClassBatches(examples, 4, pad_id=0), cfg)
+    trainer.fit()
+    return full_model_state(trainer.dist, trainer.model)
 
 
 def record_batches(trainer: Trainer) -> list:
@@ -51,6 +70,9 @@ def equality_job(out: str, parallel: str, resume_from: str) -> None:
     resumed.load(resume_from)
     resumed.fit()
     resumed.save(out / f"{parallel}-resumed.pt")
+    weights = classifier_weights(parallel)
+    if trainer.dist.is_main:
+        torch.save(weights, out / f"{parallel}-classifier.pt")
 
 
 def kill_job(out: str) -> None:

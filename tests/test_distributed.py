@@ -39,6 +39,7 @@ def runs(tmp_path_factory):
     single.fit()
     single.save(out / "single-final.pt")
     torch.save(seen, out / "single-batches.pt")
+    torch.save(dist_jobs.classifier_weights("none"), out / "single-classifier.pt")
     for kind in ("ddp", "fsdp"):
         run_local(dist_jobs.equality_job, 2, str(out), kind, str(out / "single-mid.pt"))
     return out
@@ -79,6 +80,12 @@ def test_checkpoints_move_between_world_sizes(runs, kind):
     assert one_to_two < TOLERANCE and two_to_one < TOLERANCE
     mid = read_checkpoint(runs / f"{kind}-mid.pt")["history"]
     assert back.history["loss"][:5] == mid["loss"]  # the resumed run continues the record
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_a_classifier_with_unused_parameters_trains_as_one(runs, kind):
+    one, two = (torch.load(runs / f"{r}-classifier.pt") for r in ("single", kind))
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < TOLERANCE
 
 
 def torchrun(*args, env=None, timeout=120):
