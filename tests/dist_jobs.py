@@ -55,8 +55,8 @@ def record_batches(trainer: Trainer) -> list:
 
 
 def equality_job(out: str, parallel: str, resume_from: str) -> None:
-    """An uninterrupted run (checkpoint at step 5 and 10, batches recorded), then a run
-    resumed from `resume_from` (written by another world size)."""
+    """An uninterrupted run (checkpoint at step 5 and 10, batches recorded), then runs
+    resumed from `resume_from` (written by another world size) and from its own step 5."""
     out = Path(out)
     torch.set_num_threads(1)  # two processes on two cores
     trainer = make_trainer(parallel)
@@ -66,10 +66,11 @@ def equality_job(out: str, parallel: str, resume_from: str) -> None:
     trainer.fit()
     trainer.save(out / f"{parallel}-final.pt")
     torch.save(seen, out / f"{parallel}-batches-{trainer.dist.rank}.pt")
-    resumed = make_trainer(parallel)
-    resumed.load(resume_from)
-    resumed.fit()
-    resumed.save(out / f"{parallel}-resumed.pt")
+    for name, start in (("resumed", resume_from), ("again", out / f"{parallel}-mid.pt")):
+        resumed = make_trainer(parallel)
+        resumed.load(start)
+        resumed.fit()
+        resumed.save(out / f"{parallel}-{name}.pt")
     weights = classifier_weights(parallel)
     if trainer.dist.is_main:
         torch.save(weights, out / f"{parallel}-classifier.pt")
