@@ -261,6 +261,12 @@ def d_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
     X = layer_norm_columns_ref(X, theta.gamma, theta.beta, eps)  # line 10
     return torch.softmax(theta.W_u @ X, dim=0)  # line 11
 
+# %% ../nbs/06_architectures.ipynb #fcab0f74
+def _drop(dropout: nn.Dropout, x: Tensor) -> Tensor:
+    "Dropout, skipped (no module call) where it does nothing: in eval mode, or p = 0."
+    return dropout(x) if dropout.training and dropout.p > 0 else x
+
+
 # %% ../nbs/06_architectures.ipynb #0a4eb3fe
 class MLP(nn.Module):
     "The position-wise MLP: W_mlp2 act(W_mlp1 x + b_mlp1) + b_mlp2 on (..., d_e)."
@@ -292,11 +298,12 @@ class Residual(nn.Module):
 
     def forward(self, x: Tensor, *args, dual: Tensor | None = None, **kwargs):
         if self.placement == "pre":
-            return x + self.dropout(self.sublayer(self.norm(x), *args, **kwargs))
+            f = self.sublayer(self.norm(x), *args, **kwargs)
+            return x + _drop(self.dropout, f)
         if self.placement == "peri":
             f = self.sublayer(self.norm(x), *args, **kwargs)
-            return x + self.dropout(self.norm_out(f))
-        out = self.dropout(self.sublayer(x, *args, **kwargs))
+            return x + _drop(self.dropout, self.norm_out(f))
+        out = _drop(self.dropout, self.sublayer(x, *args, **kwargs))
         if self.placement == "resi":
             return self.norm(x + out), dual + out
         return self.norm(self.alpha * x + out)  # post (alpha = 1) and deepnorm
@@ -379,7 +386,7 @@ class Embedding(nn.Module):
             if not torch.compiler.is_compiling():
                 check_length(int(positions.max()) + 1, self.pos.l_max, "positions")
             e = self.tok(ids) + self.pos.weight[positions]
-        return self.dropout(self.norm(e) if self.norm is not None else e)
+        return _drop(self.dropout, self.norm(e) if self.norm is not None else e)
 
 # %% ../nbs/06_architectures.ipynb #25a310ca
 def init_weights(model: nn.Module, cfg: TransformerConfig, n_layers: int) -> None:

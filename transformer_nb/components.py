@@ -334,6 +334,7 @@ class MultiHeadAttention(nn.Module):
         else:
             self.qkv = nn.Linear(d_x, 2 * q_size + v_size, bias=bias)
         self.o = nn.Linear(v_size, self.d_out, bias=bias)
+        self.split_sizes = (q_size, q_size, v_size)  # rows of W_q, W_k, W_v
 
     def fused_rows(self) -> dict[str, tuple[nn.Linear, slice]]:
         "Where W_q, W_k and W_v live: the fused linear map holding each, and its rows."
@@ -356,8 +357,7 @@ def _project(self: MultiHeadAttention, x: Tensor, z: Tensor,
     """Queries (B, H, l_x, d_attn), keys (B, H, l_z, d_attn) and values (B, H, l_z,
     d_mid). With a `cache`, the keys and values are all those cached (the new ones
     appended)."""
-    rows = self.fused_rows()
-    sizes = [rows[n][1].stop - rows[n][1].start for n in "qkv"]
+    sizes = self.split_sizes
     if self.cross:
         q = self.q(x)
         # the context's keys and values, kept
@@ -531,8 +531,9 @@ class LayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(d_e)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
-                    f"input of LayerNorm(d_e={self.d_e})")
+        if x.shape[-1:] != (self.d_e,):  # checked only when wrong: this runs often
+            check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
+                        f"input of LayerNorm(d_e={self.d_e})")
         return F.layer_norm(x, (self.d_e,), self.gamma, self.beta, self.eps)
 
 # %% ../nbs/05_components.ipynb #52de5130
@@ -551,6 +552,7 @@ class Unembedding(nn.Module):
         self.W_u = nn.Linear(d_e, N_V, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
-                    f"input of Unembedding(d_e={self.d_e})")
+        if x.shape[-1:] != (self.d_e,):
+            check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
+                        f"input of Unembedding(d_e={self.d_e})")
         return self.W_u(x)

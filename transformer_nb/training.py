@@ -30,11 +30,8 @@ from transformer_nb.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
     model_config, model_kind, read_checkpoint, restore_rng,
 )
-from transformer_nb.distributed import (  # Chapter 7's fourth part: many processes
-    PARALLEL_KINDS, barrier, full_model_state, full_optimizer_state, global_mean,
-    gradient_sync, init_distributed, load_full_model_state,
-    load_full_optimizer_state, shard_batches, wrap_model,
-)
+from .distributed import (  # Chapter 7's fourth part: many processes
+    TrainerParallelism, global_mean, parallel_kind, wrap_model)
 from .components import PositionalEmbedding, TokenEmbedding
 from .tasks import BatchSampler, WindowSampler, random_windows
 from .tokenization import Tokenizer, pad
@@ -313,9 +310,7 @@ def _check_train_config(cfg: TrainConfig) -> None:
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, "
                          f"got {cfg.precision!r}")
-    if cfg.parallel not in PARALLEL_KINDS:
-        raise ValueError(f"parallel must be one of {PARALLEL_KINDS}, "
-                         f"got {cfg.parallel!r}")
+    parallel_kind(cfg.parallel, world_size=1)  # a ValueError names an unknown kind
 
 # %% ../nbs/07a_training.ipynb #4a449a0b
 def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -437,56 +432,8 @@ def _to_device(batch, device: torch.device):
 def _first_tensor(batch) -> Tensor:
     return batch if isinstance(batch, Tensor) else batch[0]
 
-# %% ../nbs/07a_training.ipynb #03e165ea
-class _ParallelJob:
-    "The trainer as one of N processes: joining the job, and the micro-steps."
-
-    def _join(self, cfg: TrainConfig, train_batches: BatchSampler,
-              val_batches: BatchSampler | None) -> None:
-        "Join the torchrun job (if any) on this rank's device; shard the samplers."
-        self.dist, self.device = init_distributed(
-            cfg.parallel, pick_device(cfg.device), cfg.collective_timeout)
-        self.train_batches = shard_batches(self.dist, train_batches)
-        self.val_batches = shard_batches(self.dist, val_batches)
-
-    def _micro_step(self, i: int):
-        "Gradients travel between processes only on the last micro-batch of a step."
-        last = i == self.cfg.grad_accum - 1
-        return gradient_sync(self.dist, self.parallel_model, sync=last)
-
-# %% ../nbs/07a_training.ipynb #d4f4977e
-class _TrainerParallel(_ParallelJob):
-    "The trainer as one of N processes: checkpoints gathered, written by rank 0."
-
-    def _write(self, path: str | Path) -> None:
-        "Every rank helps to gather the state (FSDP); rank 0 alone writes it."
-        state = self.state()
-        if self.dist.is_main:
-            atomic_save(state, path)
-        barrier(self.dist)  # nobody reads the file before it is complete
-
-    def _full_states(self) -> dict:
-        "The whole model's and optimizer's state dicts (FSDP: gathered to rank 0)."
-        return {"model": full_model_state(self.dist, self.model),
-                "optimizer": full_optimizer_state(self.dist, self.model,
-                                                  self.optimizer)}
-
-    def _load_full_states(self, ckpt: dict) -> None:
-        load_full_model_state(self.dist, self.model, ckpt["model"])
-        load_full_optimizer_state(self.dist, self.model, self.optimizer,
-                                  ckpt["optimizer"])
-
-    def _interrupted(self) -> None:
-        "On Ctrl-C: save (if there is a path), and rank 0 says how to continue."
-        if self.cfg.checkpoint_path:
-            self.save()
-            if self.dist.is_main:
-                print(f"interrupted: saved step {self.step} to "
-                      f"{self.cfg.checkpoint_path}; call trainer.load(path) and "
-                      "trainer.fit() to continue")
-
 # %% ../nbs/07a_training.ipynb #07609279
-class _TrainerParts(_TrainerParallel):
+class _TrainerParts(TrainerParallelism):
     "The trainer's parts: model, device, precision, optimizer, schedule, history."
 
     def __init__(self, model: nn.Module, loss_fn: Callable, train_batches: BatchSampler,
@@ -497,7 +444,7 @@ class _TrainerParts(_TrainerParallel):
         torch.manual_seed(cfg.seed)  # dropout; the caller seeded the model's init
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self._join(cfg, train_batches, val_batches)  # device; samplers sharded
+        self._join(cfg, pick_device(cfg.device), train_batches, val_batches)
         self.model = model.to(self.device)
         self.amp_dtype = autocast_dtype(self.device, cfg.precision)
         self.loss_fn, self.tokenizer = loss_fn, tokenizer
@@ -574,9 +521,8 @@ class _TrainerCheckpoints(_TrainerSteps):
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                 "model_kind": model_kind(self.model),
                 "model_config": model_config(self.model),
-                **self._full_states(),  # model, optimizer
+                **self._full_states(), "scaler": self.scaler.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
                 "step": self.step, "history": self.history,
                 "train_config": asdict(self.cfg),
                 "tokenizer": self.tokenizer and self.tokenizer.to_json(),
@@ -637,9 +583,8 @@ class Trainer(_TrainerCheckpoints):
                 start = time.perf_counter()
                 loss, tokens = self.train_step()
                 elapsed = time.perf_counter() - start
-                self.history["step"].append(self.step)
-                self.history["loss"].append(loss)
-                self.history["lr"].append(lr)
+                for key, value in (("step", self.step), ("loss", loss), ("lr", lr)):
+                    self.history[key].append(value)
                 due = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
                 if self.val_batches is not None and due:
                     self.evaluate()
