@@ -16,8 +16,8 @@ from .registry import algorithm
 from transformer_nb.components import (
     KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
     PositionalEmbedding, TokenEmbedding, Unembedding, bidirectional_mask, causal_mask,
-    check_length, check_shape, cross_mask, layer_norm_ref, linear_params,
-    mh_attention_ref, positional_embedding_ref, token_embedding_ref,
+    check_length, check_shape, cross_mask, lay_out_for_decoding, layer_norm_ref,
+    linear_params,    mh_attention_ref, positional_embedding_ref, token_embedding_ref,
 )
 
 # %% auto #0
@@ -477,7 +477,10 @@ def _initialise(model: nn.Module, cfg: TransformerConfig,
     if cfg.tie_embeddings:
         # W_u = W_e^T: one matrix, two uses
         model.unembed.W_u.weight = model.embed.tok.weight
+    lay_out_for_decoding(model)  # same values, faster one-token steps
 
+
+# %% ../nbs/06_architectures.ipynb #6ed093a9
 def _positions(x: Tensor, cache: KVCache | None, positions: Tensor | None):
     "The positions of the tokens x: `positions`, else after the cached ones, else None."
     if positions is None and cache is not None:
