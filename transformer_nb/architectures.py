@@ -16,7 +16,8 @@ from .registry import algorithm
 from transformer_nb.components import (
     KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
     PositionalEmbedding, TokenEmbedding, Unembedding, bidirectional_mask, causal_mask,
-    check_length, check_shape, cross_mask, layer_norm_ref, linear_params,
+    check_length, check_padding, check_shape, check_size, check_token_ids, cross_mask,
+    layer_norm_ref, linear_params,
     mh_attention_ref, positional_embedding_ref, token_embedding_ref,
 )
 
@@ -25,8 +26,8 @@ __all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'Transforme
            'ETransformerConfig', 'EDTransformerConfig', 'LayerParams', 'TransformerParams', 'embed_ref',
            'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref', 'ed_transformer_ref', 'e_transformer_ref',
            'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'run_stack', 'Embedding', 'init_weights',
-           'deepnorm_constants', 'deepnorm_init', 'DTransformer', 'ETransformer', 'EDTransformer', 'paper_params',
-           'SequenceClassifier']
+           'deepnorm_constants', 'deepnorm_init', 'check_batch', 'DTransformer', 'ETransformer', 'EDTransformer',
+           'paper_params', 'SequenceClassifier']
 
 # %% ../nbs/06_architectures.ipynb #acdace3c
 def gelu_ref(x: Tensor) -> Tensor:
@@ -53,9 +54,7 @@ NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm")
 def _check_config(cfg) -> None:
     "Raise a ValueError for any value of `cfg` outside its field's allowed range."
     for name in ("N_V", "l_max", "d_e", "H", "d_mlp") + cfg._layer_fields():
-        if getattr(cfg, name) < 1:
-            raise ValueError(
-                f"{name} must be a positive integer, got {getattr(cfg, name)}")
+        check_size(getattr(cfg, name), name)  # 16.0 is refused, not rounded
     if cfg.d_e % cfg.H:
         raise ValueError(
             f"d_e = {cfg.d_e} is not divisible by the number of heads H = {cfg.H}")
@@ -66,10 +65,14 @@ def _check_config(cfg) -> None:
         if getattr(cfg, name) not in allowed:
             raise ValueError(
                 f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.eps < 0:
-        raise ValueError(f"eps must be >= 0, got {cfg.eps}")
+    for name, ok in (("dropout", lambda v: 0 <= v < 1), ("eps", lambda v: v >= 0)):
+        value = getattr(cfg, name)
+        # `not ok(NaN)` holds: NaN is refused too
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not ok(value):
+            raise ValueError(f"{name} must be a number in "
+                             f"{'[0, 1)' if name == 'dropout' else '[0, inf)'}, "
+                             f"got {value!r}")
 
 # %% ../nbs/06_architectures.ipynb #75ffe422
 @dataclass
@@ -367,18 +370,21 @@ class Embedding(nn.Module):
         self.norm = norm if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, ids: Tensor, positions: Tensor | None = None) -> Tensor:
-        check_shape(ids, (None, None), "token ids (batch, length)")
+    def forward(self, ids: Tensor, positions: Tensor | None = None,
+                name: str = "x") -> Tensor:
+        "`name`: the argument `ids` came in as, for error messages."
+        check_shape(ids, (None, None), f"{name} (batch, length) of token ids")
         if ids.shape[1] == 0:
             raise ValueError("the sequences are empty: "
                              "a transformer needs at least one token")
         if positions is None:
-            e = self.tok(ids) + self.pos(ids.shape[1])
+            e = self.tok(ids, name) + self.pos(ids.shape[1], name=name)
         else:
+            check_token_ids(positions, None, "positions")  # integers >= 0
             # reading values back would break a graph
             if not torch.compiler.is_compiling():
                 check_length(int(positions.max()) + 1, self.pos.l_max, "positions")
-            e = self.tok(ids) + self.pos.weight[positions]
+            e = self.tok(ids, name) + self.pos.weight[positions]
         return self.dropout(self.norm(e) if self.norm is not None else e)
 
 # %% ../nbs/06_architectures.ipynb #25a310ca
@@ -478,6 +484,16 @@ def _positions(x: Tensor, cache: KVCache | None, positions: Tensor | None):
     return positions
 
 # %% ../nbs/06_architectures.ipynb #9e2e8f09
+def check_batch(ids: Tensor, padding: Tensor | None, name: str = "x",
+                before: int = 0) -> None:
+    """Raise unless `ids` is a (B, T) batch (its ids are checked when embedded) and
+    `padding`, if given, its bool mask (B, before + T), True = padding."""
+    check_shape(ids, (None, None), f"{name} (batch, length) of token ids")
+    if padding is not None:
+        shape = (ids.shape[0], before + ids.shape[1])
+        check_padding(padding, shape, f"{name}_padding")
+
+
 class DTransformer(nn.Module):
     "Algorithm 10, batched: token ids (B, T) -> next-token logits (B, T, N_V)."
 
@@ -497,6 +513,7 @@ class DTransformer(nn.Module):
         they sit at the positions after the cached ones (or at `positions`), attend
         to every cached position, and are appended; `x_padding` then covers the
         cached positions too."""
+        check_batch(x, x_padding, "x", before=0 if cache is None else cache.length)
         positions = _positions(x, cache, positions)
         h = run_stack(self.layers, self.embed(x, positions), self.final_norm,
                       self.cfg.norm == "resi", cache=cache, x_padding=x_padding)
@@ -524,6 +541,7 @@ class ETransformer(nn.Module):
 
     def hidden_states(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
         "The encoder's output (B, T, d_e), before the output head."
+        check_batch(x, x_padding, "x")
         resi = self.cfg.norm == "resi"
         return run_stack(self.layers, self.embed(x), self.final_norm, resi,
                          x_padding=x_padding)
@@ -550,14 +568,16 @@ class EDTransformer(nn.Module):
 
     def encode(self, z: Tensor, *, z_padding: Tensor | None = None) -> Tensor:
         "The encoded context Z, shape (B, T_z, d_e)."
+        check_batch(z, z_padding, "z")
         resi = self.cfg.norm == "resi"
-        return run_stack(self.encoder, self.embed(z), self.enc_norm, resi,
+        return run_stack(self.encoder, self.embed(z, name="z"), self.enc_norm, resi,
                          x_padding=z_padding)
 
     def decode(self, x: Tensor, Z: Tensor, *, z_padding: Tensor | None = None,
                x_padding: Tensor | None = None, cache: KVCache | None = None,
                positions: Tensor | None = None) -> Tensor:
         "Logits (B, T_x, N_V) of x given Z; a cache as in DTransformer (Z's K/V kept)."
+        check_batch(x, x_padding, "x", before=0 if cache is None else cache.length)
         if Z.shape[0] != x.shape[0]:
             raise ValueError("z and x have different batch sizes: "
                              f"{Z.shape[0]} and {x.shape[0]}")
@@ -569,8 +589,6 @@ class EDTransformer(nn.Module):
 
     def forward(self, z: Tensor, x: Tensor, *, z_padding: Tensor | None = None,
                 x_padding: Tensor | None = None) -> Tensor:
-        check_shape(z, (None, None), "context z (batch, length)")
-        check_shape(x, (None, None), "primary x (batch, length)")  # decode checks B
         Z = self.encode(z, z_padding=z_padding)
         return self.decode(x, Z, x_padding=x_padding, z_padding=z_padding)
 
@@ -616,6 +634,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, encoder: ETransformer, n_classes: int):
         super().__init__()
+        check_size(n_classes, "n_classes")
         if n_classes < 2:
             raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
         self.encoder, self.n_classes = encoder, n_classes
@@ -629,6 +648,12 @@ class SequenceClassifier(nn.Module):
         return {**asdict(self.cfg), "n_classes": self.n_classes}
 
     def forward(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
+        "Class logits (B, n_classes); a row that is all padding is refused (no mean)."
+        check_batch(x, x_padding, "x")
+        if x_padding is not None and not torch.compiler.is_compiling():
+            if bool(x_padding.all(1).any()):
+                raise ValueError("a row of x_padding is all padding: "
+                                 "there is nothing to classify")
         h = self.encoder.hidden_states(x, x_padding=x_padding)  # (B, T, d_e)
         if x_padding is None:
             keep = torch.ones_like(x, dtype=h.dtype)

@@ -93,7 +93,7 @@ def check_convertible(what: str, cfg, allowed: dict[str, tuple]) -> None:
 
 
 def check_hf_class(hf_model, cls_name: str, fn: str) -> None:
-    "A TypeError unless `hf_model` is a `cls_name` (a base model has no head to convert)."
+    "A TypeError unless `hf_model` is a `cls_name` (a base model has no head)."
     if cls_name not in {k.__name__ for k in type(hf_model).__mro__}:
         raise TypeError(f"{fn} needs a Hugging Face {cls_name} (the model with its "
                         f"language-model head), got a {type(hf_model).__name__}")
@@ -104,7 +104,8 @@ def gpt2_config(hf_config) -> DTransformerConfig:
     outputs, not train)."""
     c = hf_config
     check_convertible("a DTransformer", c, {
-        "activation_function": tuple(_GPT2_ACTIVATIONS), "add_cross_attention": (False,)})
+        "activation_function": tuple(_GPT2_ACTIVATIONS),
+        "add_cross_attention": (False,)})
     return DTransformerConfig(
         N_V=c.vocab_size, l_max=c.n_positions, d_e=c.n_embd, H=c.n_head, L=c.n_layer,
         d_mlp=c.n_inner or 4 * c.n_embd,
