@@ -359,9 +359,8 @@ class MultiHeadAttention(nn.Module):
                  d_attn: int | None = None, d_mid: int | None = None,
                  d_out: int | None = None, cross: bool = False, bias: bool = True):
         super().__init__()
-        sizes = {"d_x": d_x, "H": H, "d_z": d_z, "d_attn": d_attn, "d_mid": d_mid,
-                 "d_out": d_out}
-        for size_name, size in sizes.items():
+        for size_name, size in dict(d_x=d_x, H=H, d_z=d_z, d_attn=d_attn, d_mid=d_mid,
+                                    d_out=d_out).items():
             if size is not None:
                 check_size(size, size_name)
         if (d_attn is None or d_mid is None) and d_x % H:

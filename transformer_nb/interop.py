@@ -267,7 +267,7 @@ def from_bert(hf_model) -> ETransformer:
         model.embed.pos.weight.copy_(positions + token_type)
     return model
 
-
+# %% ../nbs/06b_interop.ipynb #d9f2a5c8
 def to_bert(model: ETransformer):
     """A Hugging Face BertForMaskedLM with our ETransformer's weights (token type
     embeddings zero)."""
@@ -369,7 +369,7 @@ def load_torch_transformer(model: EDTransformer, tf: nn.Transformer) -> EDTransf
     load_links(model, tf.state_dict(), torch_transformer_links(model.cfg))
     return model
 
-
+# %% ../nbs/06b_interop.ipynb #f1b4c7e0
 def to_torch_transformer(model: EDTransformer) -> nn.Transformer:
     "An nn.Transformer (batch_first) holding our EDTransformer's encoder and decoder."
     if not isinstance(model, EDTransformer):
