@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import random
 import time
 from dataclasses import asdict, dataclass, fields, is_dataclass
@@ -30,16 +31,18 @@ from transformer_nb.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
     model_config, read_checkpoint, restore_rng,
 )
-from .components import PositionalEmbedding, TokenEmbedding
+from transformer_nb.components import (
+    PositionalEmbedding, TokenEmbedding, check_shape, check_size, check_token_ids,
+)
 from .tasks import BatchSampler, WindowSampler, random_windows
-from .tokenization import Tokenizer, pad
+from .tokenization import Tokenizer, _id_list, pad
 
 # %% auto #0
-__all__ = ['MPS_WARNING', 'PRECISIONS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref', 'd_training_ref',
-           'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref', 'pick_device',
-           'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw', 'LMBatches',
-           'MLMBatches', 'PairBatches', 'ClassBatches', 'wide_logits', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
-           'classification_loss', 'Trainer', 'load_model', 'plot_history']
+__all__ = ['MPS_WARNING', 'PRECISIONS', 'TRAINER_KEYS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref',
+           'd_training_ref', 'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref',
+           'pick_device', 'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw',
+           'LMBatches', 'MLMBatches', 'PairBatches', 'ClassBatches', 'wide_logits', 'next_token_loss', 'mlm_loss',
+           'seq2seq_loss', 'classification_loss', 'Trainer', 'load_model', 'plot_history']
 
 # %% ../nbs/07a_training.ipynb #32c87621
 def _map_tensors(obj, fn):
@@ -291,17 +294,22 @@ class TrainConfig:
 def _check_train_config(cfg: TrainConfig) -> None:
     "Raise a `ValueError` naming the first setting of `cfg` that cannot work."
     for name in ("max_steps", "grad_accum", "eval_every", "eval_batches"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be a positive integer, "
-                             f"got {getattr(cfg, name)}")
-    if cfg.warmup_steps < 0 or cfg.checkpoint_every < 0:
-        raise ValueError("warmup_steps and checkpoint_every must be >= 0")
+        check_size(getattr(cfg, name), name)
+    for name in ("warmup_steps", "checkpoint_every", "seed"):
+        check_size(getattr(cfg, name), name, minimum=0)
+    for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2"):
+        value = getattr(cfg, name)
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (
+                0 <= value < 1 if name.startswith("beta") else value >= 0):
+            raise ValueError(f"{name} must be a number "
+                             f"{'in [0, 1)' if name.startswith('beta') else '>= 0'}, "
+                             f"got {value!r}")  # NaN fails both tests
     if not cfg.lr > 0:
         raise ValueError(f"lr must be positive, got {cfg.lr}")
     if not 0 <= cfg.min_lr <= cfg.lr:
         raise ValueError(f"need 0 <= min_lr <= lr, got min_lr = {cfg.min_lr}, "
                          f"lr = {cfg.lr}")
-    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+    if cfg.grad_clip is not None and not cfg.grad_clip > 0:  # NaN too
         raise ValueError(f"grad_clip must be positive or None, got {cfg.grad_clip}")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, "
@@ -316,11 +324,51 @@ def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     betas = (cfg.beta1, cfg.beta2)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=fused)
 
+# %% ../nbs/07a_training.ipynb #b3c6d9f2
+def _token_stream(tokens, name: str = "tokens") -> Tensor:
+    "A 1-D long tensor of ids >= 0, from a tensor or a list; floats are refused."
+    if not isinstance(tokens, Tensor):
+        tokens = torch.tensor(_id_list(tokens, None, name), dtype=torch.long)
+    check_token_ids(tokens, None, name)
+    check_shape(tokens, (None,), f"{name} (a 1-D stream of ids)")
+    return tokens.long()
+
+
+def _check_window(batch_size: int, length: int, tokens: Tensor) -> None:
+    "batch_size and the window length are positive integers, and a window fits."
+    check_size(batch_size, "batch_size"), check_size(length, "length")
+    if length > len(tokens):
+        raise ValueError(f"a window of {length} tokens does not fit "
+                         f"the {len(tokens)} tokens given")
+
+
+def _batch(batch, names: tuple[str, ...], loss: str) -> tuple[Tensor, ...]:
+    "The tensors of a batch tuple, or a TypeError saying what `loss` expects."
+    if not (isinstance(batch, (tuple, list)) and len(batch) == len(names)
+            and all(isinstance(t, Tensor) for t in batch)):
+        got = type(batch).__name__ + (f" of {len(batch)}" if isinstance(
+            batch, (tuple, list)) else "")
+        raise TypeError(f"{loss} expects a batch ({', '.join(names)}) of tensors, "
+                        f"got a {got}")
+    return tuple(batch)
+
+
+def _targets(targets: Tensor, N_V: int, name: str) -> Tensor:
+    "Target ids: -100 (ignored) or in the vocabulary, and at least one that is not."
+    check_token_ids(targets.masked_fill(targets == -100, 0), N_V, name)
+    if not torch.compiler.is_compiling() and bool((targets == -100).all()):
+        raise ValueError(f"{name} has no target token (nothing masked, or all "
+                         "padding): the mean loss would be NaN")
+    return targets
+
 # %% ../nbs/07a_training.ipynb #99d882ab
 class LMBatches(WindowSampler):
     "Random windows of length+1 tokens of a 1-D stream, for next-token prediction."
 
     def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
+        tokens = _token_stream(tokens)
+        check_size(length, "length"), _check_window(batch_size, length + 1, tokens)
+        check_size(seed, "seed", minimum=0)
         super().__init__(tokens, batch_size, length + 1, seed)
 
 
@@ -330,10 +378,13 @@ class MLMBatches(BatchSampler):
 
     def __init__(self, tokens: Tensor, batch_size: int, length: int, p_mask: float,
                  mask_token: int, seed: int = 0):
+        tokens = _token_stream(tokens)
+        _check_window(batch_size, length, tokens), check_size(seed, "seed", minimum=0)
+        _id_list([mask_token], None, "mask_token")
         super().__init__(batch_size, seed)
-        if not 0 < p_mask < 1:
-            raise ValueError(f"p_mask must be in (0, 1), got {p_mask}")
-        self.tokens, self.length = torch.as_tensor(tokens, dtype=torch.long), length
+        if not isinstance(p_mask, numbers.Real) or not 0 < p_mask < 1:
+            raise ValueError(f"p_mask must be in (0, 1), got {p_mask!r}")
+        self.tokens, self.length = tokens, length
         self.p_mask, self.mask_token = p_mask, mask_token
 
     def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -348,9 +399,17 @@ class PairBatches(BatchSampler):
 
     def __init__(self, pairs: list[tuple[list[int], list[int]]], batch_size: int,
                  pad_id: int, seed: int = 0):
+        check_size(batch_size, "batch_size"), check_size(seed, "seed", minimum=0)
         super().__init__(batch_size, seed)
-        if not pairs:
-            raise ValueError("PairBatches needs at least one (z, x) pair")
+        if not isinstance(pairs, (list, tuple)) or not pairs:
+            raise ValueError("PairBatches needs a non-empty list of (z, x) pairs")
+        _id_list([pad_id], None, "pad_id")
+        for i, pair in enumerate(pairs):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValueError(f"pairs[{i}] must be a (z, x) pair, got {pair!r:.60}")
+            z, x = (_id_list(s, None, f"pairs[{i}][{j}]") for j, s in enumerate(pair))
+            if not z or len(x) < 2:
+                raise ValueError(f"pairs[{i}]: z needs a token and x two (bos, eos)")
         self.pairs, self.pad_id = pairs, pad_id
 
     def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -366,9 +425,18 @@ class ClassBatches(BatchSampler):
 
     def __init__(self, examples: list[tuple[list[int], int]], batch_size: int,
                  pad_id: int, seed: int = 0):
+        check_size(batch_size, "batch_size"), check_size(seed, "seed", minimum=0)
         super().__init__(batch_size, seed)
-        if not examples:
-            raise ValueError("ClassBatches needs at least one example")
+        if not isinstance(examples, (list, tuple)) or not examples:
+            raise ValueError("ClassBatches needs a non-empty list of (ids, class)")
+        _id_list([pad_id], None, "pad_id")
+        for i, example in enumerate(examples):
+            if not isinstance(example, (list, tuple)) or len(example) != 2:
+                raise ValueError(f"examples[{i}] must be (ids, class), "
+                                 f"got {example!r:.60}")
+            if not _id_list(example[0], None, f"examples[{i}][0]"):
+                raise ValueError(f"examples[{i}] has no tokens")
+            check_size(example[1], f"the class of examples[{i}]", minimum=0)
         self.examples, self.pad_id = examples, pad_id
 
     def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -388,33 +456,51 @@ def wide_logits(logits: Tensor) -> Tensor:
 def next_token_loss(model: nn.Module, batch: Tensor) -> Tensor:
     """Mean of -log P[x[t+1], t] over a (B, l+1) batch of windows (Algorithm 13's
     summand, averaged)."""
+    check_shape(batch, (None, None), "next_token_loss's batch (B, l+1) of token ids")
+    if batch.shape[1] < 2:
+        raise ValueError("next_token_loss needs windows of at least 2 tokens, "
+                         f"got {batch.shape[1]}")
     logits = model(batch[:, :-1])
-    return F.cross_entropy(wide_logits(logits).flatten(0, 1), batch[:, 1:].flatten())
+    targets = _targets(batch[:, 1:], logits.shape[-1], "the batch's next tokens")
+    return F.cross_entropy(wide_logits(logits).flatten(0, 1), targets.flatten())
 
 
 def mlm_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
     """Mean of -log P[x[t], t] over the masked positions t (Algorithm 12's summand,
-    averaged)."""
-    x_tilde, targets = batch
+    averaged); a batch with nothing masked is refused."""
+    x_tilde, targets = _batch(batch, ("x_tilde", "targets"), "mlm_loss")
+    check_shape(targets, tuple(x_tilde.shape), "targets")
     logits = model(x_tilde)
+    _targets(targets, logits.shape[-1], "targets")
     logits = wide_logits(logits).flatten(0, 1)
     return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
 
-
+# %% ../nbs/07a_training.ipynb #d5e8f1b4
 def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     """Mean of -log P[x[t+1], t] given z over the real (unpadded) target tokens
     (Algorithm 11's summand)."""
-    z, z_pad, x, x_pad = batch
+    names = ("z", "z_padding", "x", "x_padding")
+    z, z_pad, x, x_pad = _batch(batch, names, "seq2seq_loss")
+    check_shape(x, (None, None), "x (batch, length)")
+    if x.shape[1] < 2:
+        raise ValueError(f"x needs at least 2 tokens (bos, eos), got {x.shape[1]}")
     logits = model(z, x[:, :-1], z_padding=z_pad, x_padding=x_pad[:, :-1])
     targets = x[:, 1:].masked_fill(x_pad[:, 1:], -100)
+    _targets(targets, logits.shape[-1], "x's targets")
     logits = wide_logits(logits).flatten(0, 1)
     return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
 
 
 def classification_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     "Mean of -log P(c | x) over a batch of sequences and classes."
-    x, x_pad, c = batch
-    return F.cross_entropy(wide_logits(model(x, x_padding=x_pad)), c)
+    x, x_pad, c = _batch(batch, ("x", "x_padding", "classes"), "classification_loss")
+    logits = model(x, x_padding=x_pad)
+    n = logits.shape[-1]
+    check_shape(c, (x.shape[0],), "classes (batch,)")
+    if c.dtype != torch.long or not 0 <= int(c.min()) <= int(c.max()) < n:
+        raise ValueError(f"classes must be int64 labels in {{0, ..., {n - 1}}} "
+                         f"(N_C = {n}), got {c.tolist()[:8]} ({c.dtype})")
+    return F.cross_entropy(wide_logits(logits), c)
 
 # %% ../nbs/07a_training.ipynb #953a7fbf
 def _to_device(batch, device: torch.device):
@@ -427,6 +513,22 @@ def _to_device(batch, device: torch.device):
 def _first_tensor(batch) -> Tensor:
     return batch if isinstance(batch, Tensor) else batch[0]
 
+
+def _check_trainer_args(model, loss_fn, train_batches, cfg, val_batches) -> None:
+    "A TypeError naming the first argument of Trainer that is of the wrong kind."
+    wanted = {"model": (model, nn.Module, "an nn.Module"),
+              "cfg": (cfg, (TrainConfig, type(None)), "a TrainConfig or None")}
+    for name, (value, kind, what) in wanted.items():
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be {what}, got a {type(value).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable (model, batch) -> loss, "
+                        f"got a {type(loss_fn).__name__}")
+    for name, s in (("train_batches", train_batches), ("val_batches", val_batches)):
+        if not hasattr(s, "sample") and not (name == "val_batches" and s is None):
+            raise TypeError(f"{name} must be a batch sampler (with .sample()), "
+                            f"got a {type(s).__name__}")
+
 # %% ../nbs/07a_training.ipynb #07609279
 class _TrainerParts:
     "The trainer's parts: model, device, precision, optimizer, schedule, history."
@@ -435,6 +537,7 @@ class _TrainerParts:
                  cfg: TrainConfig | None = None,
                  val_batches: BatchSampler | None = None,
                  tokenizer: Tokenizer | None = None, optimizer: Callable = adamw):
+        _check_trainer_args(model, loss_fn, train_batches, cfg, val_batches)
         self.cfg = cfg = cfg or TrainConfig()
         torch.manual_seed(cfg.seed)  # dropout; the caller seeded the model's init
         random.seed(cfg.seed)
@@ -507,6 +610,10 @@ class _TrainerSteps(_TrainerParts):
         return val
 
 # %% ../nbs/07a_training.ipynb #c31e4bce
+TRAINER_KEYS = ("model_kind", "model_config", "model", "optimizer", "scheduler",
+                "scaler", "step", "history", "train_batches", "rng", "tokenizer")
+
+
 class _TrainerCheckpoints(_TrainerSteps):
     "What a checkpoint of the trainer holds, writing it, and continuing from it."
 
@@ -533,20 +640,28 @@ class _TrainerCheckpoints(_TrainerSteps):
         atomic_save(self.state(), path)
         return Path(path)
 
-    def load(self, path: str | Path) -> None:
-        "Continue from a checkpoint: weights, optimizer, schedule, step, history, RNG."
-        ckpt = read_checkpoint(path)
-        check_compatible(ckpt, self.model)
+# %% ../nbs/07a_training.ipynb #d1e4f7b0
+def _load(self: _TrainerCheckpoints, path: str | Path) -> None:
+    "Continue from a checkpoint: weights, optimizer, schedule, step, history, RNG."
+    ckpt = read_checkpoint(path, needs=TRAINER_KEYS)
+    check_compatible(ckpt, self.model, source=str(path))
+    try:  # a checkpoint of the same model but another optimizer, sampler, ...
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.history = ckpt["step"], ckpt["history"]
         self.train_batches.load_state_dict(ckpt["train_batches"])
         restore_rng(ckpt["rng"])
-        self._snapshot = self._capture()
-        if ckpt["tokenizer"] is not None and self.tokenizer is None:
-            self.tokenizer = Tokenizer.from_json(ckpt["tokenizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} does not fit this trainer "
+                         f"({type(e).__name__}: {e})") from None
+    self.step, self.history = ckpt["step"], ckpt["history"]
+    self._snapshot = self._capture()
+    if ckpt["tokenizer"] is not None and self.tokenizer is None:
+        self.tokenizer = Tokenizer.from_json(ckpt["tokenizer"], source=str(path))
+
+
+_TrainerCheckpoints.load = _load  # a method, defined here to keep cells short
 
 # %% ../nbs/07a_training.ipynb #c3dc2ca6
 def _progress_bar(cfg: TrainConfig, step: int, name: str) -> tqdm:
@@ -615,19 +730,24 @@ def load_model(path: str | Path,
                device: str = "auto") -> tuple[nn.Module, Tokenizer | None]:
     """The model stored in a checkpoint (in eval mode, on `device`) and its tokenizer
     (None if none was saved)."""
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, needs=("model_kind", "model_config", "model"))
     kind, config = ckpt["model_kind"], dict(ckpt["model_config"])
-    if kind == "SequenceClassifier":
-        n_classes = config.pop("n_classes")
-        encoder = ETransformer(ETransformerConfig(**config))
-        model = SequenceClassifier(encoder, n_classes)
-    elif kind in _MODEL_KINDS:
-        cls, cfg_cls = _MODEL_KINDS[kind]
-        model = cls(cfg_cls(**config))
-    else:
+    if kind not in _MODEL_KINDS and kind != "SequenceClassifier":
         raise ValueError(f"unknown model kind {kind!r} in {path}")
-    model.load_state_dict(ckpt["model"])
-    tokenizer = ckpt["tokenizer"] and Tokenizer.from_json(ckpt["tokenizer"])
+    try:  # a config or weights that do not build the model they name
+        if kind == "SequenceClassifier":
+            n_classes = config.pop("n_classes")
+            encoder = ETransformer(ETransformerConfig(**config))
+            model = SequenceClassifier(encoder, n_classes)
+        else:
+            cls, cfg_cls = _MODEL_KINDS[kind]
+            model = cls(cfg_cls(**config))
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise ValueError(f"{path} holds a damaged {kind} "
+                         f"({type(e).__name__}: {e})") from None
+    text = ckpt.get("tokenizer")
+    tokenizer = text and Tokenizer.from_json(text, source=str(path))
     return model.to(pick_device(device)).eval(), tokenizer
 
 # %% ../nbs/07a_training.ipynb #7ecd8873
