@@ -39,12 +39,12 @@ def check_token_ids(ids: Tensor, N_V: int | None, name: str = "x") -> None:
     if ids.numel() == 0 or torch.compiler.is_compiling():
         return
     lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 and N_V is None:
+        raise ValueError(f"{name} contains {lo}: ids must be >= 0")
     if lo < 0 or (N_V is not None and hi >= N_V):
         bad = lo if lo < 0 else hi
-        vocab = ("ids are >= 0" if N_V is None
-                 else f"{{0, ..., {N_V - 1}}} (N_V = {N_V})")
         raise ValueError(f"{name} contains token id {bad}, outside the vocabulary "
-                         + vocab)
+                         f"{{0, ..., {N_V - 1}}} (N_V = {N_V})")
 
 
 def check_length(length: int, l_max: int, name: str = "x") -> None:
@@ -78,6 +78,8 @@ def check_size(value, name: str, minimum: int = 1) -> None:
 def check_vectors(t: Tensor, dtype: torch.dtype, name: str) -> None:
     """Raise unless `t` is floating point in `dtype`, the weights' dtype (autocast
     mixes dtypes on purpose, so then only floating point is asked)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a tensor, got a {type(t).__name__}")
     if not t.dtype.is_floating_point:
         raise ValueError(f"{name} must hold real vectors (floating point), "
                          f"got dtype {t.dtype}")
@@ -585,9 +587,9 @@ class LayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(d_e)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
+        check_vectors(x, self.gamma.dtype, "the input of LayerNorm")
         check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
                     f"input of LayerNorm(d_e={self.d_e})")
-        check_vectors(x, self.gamma.dtype, "the input of LayerNorm")
         return F.layer_norm(x, (self.d_e,), self.gamma, self.beta, self.eps)
 
 # %% ../nbs/05_components.ipynb #52de5130
@@ -607,7 +609,7 @@ class Unembedding(nn.Module):
         self.W_u = nn.Linear(d_e, N_V, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_vectors(x, self.W_u.weight.dtype, "the input of Unembedding")
         check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
                     f"input of Unembedding(d_e={self.d_e})")
-        check_vectors(x, self.W_u.weight.dtype, "the input of Unembedding")
         return self.W_u(x)

@@ -90,7 +90,8 @@ def ed_inference_ref(z: list[int], theta: TransformerParams, bos_token: int,
 def check_model(model, kind: type, fn: str) -> None:
     "A TypeError unless `model` is a `kind`: each generation function serves one kind."
     if not isinstance(model, kind):
-        raise TypeError(f"{fn} needs a {kind.__name__}, got a {type(model).__name__}")
+        an = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"{fn} needs {an} {kind.__name__}, got a {type(model).__name__}")
 
 
 def _real(v) -> bool:
@@ -102,8 +103,7 @@ def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -
     if not _real(temperature) or not temperature > 0:  # NaN too
         raise ValueError("temperature must be > 0 (use greedy=True for the argmax), "
                          f"got {temperature!r}")
-    if top_k is not None:
-        check_size(top_k, "top_k")
+    if top_k is not None: check_size(top_k, "top_k")  # an integer >= 1
     if top_p is not None and (not _real(top_p) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
