@@ -233,7 +233,7 @@ ROWS = [
     ("models", "d_f zero", lambda: ETransformerConfig(d_f=0), VE, "d_f must be a positive integer"),
     ("models", "L_enc float", lambda: EDTransformerConfig(L_enc=2.0), TE, "L_enc must be an integer"),
     ("models", "tied with d_f != d_e", lambda: e_cfg(d_f=16, tie_embeddings=True), VE, "tie_embeddings needs"),
-    ("models", "one class", lambda: SequenceClassifier(E, 1), VE, "at least 2 classes"),
+    ("models", "one class", lambda: SequenceClassifier(E, 1), VE, "n_classes must be at least 2"),
     ("models", "float classes", lambda: SequenceClassifier(E, 2.0), TE, "n_classes must be an integer"),
     # the three models: forward
     ("models", "GPT of a list", lambda: D([[1, 2, 3]]), TE, "x (batch, length) of token ids must be a tensor"),
@@ -333,7 +333,7 @@ ROWS = [
     ("converters", "to_hf classifier", lambda: to_hf(CLS), TE, "to_hf knows"),
     ("converters", "to_hf string", lambda: to_hf("gpt2"), TE, "to_hf knows"),
     # generate -----------------------------------------------------------------------------------------------------
-    ("generate", "BERT model", lambda: generate(E, [1, 2], 3), TE, "generate needs a DTransformer"),
+    ("generate", "BERT model", lambda: generate(E, [1, 2], 3), TE, "generate needs a DTransformer, not a ETransformer"),
     ("generate", "enc-dec model", lambda: generate(ED, [1, 2], 3), TE, "generate needs a DTransformer"),
     ("generate", "float ids", lambda: generate(D, [1.5, 2], 3), VE, "prompt must be ints, got 1.5"),
     ("generate", "float ids in rows", lambda: generate(D, [[1, 2.0]], 3), VE, "prompt must be ints"),

@@ -14,11 +14,10 @@ from torch import Tensor, nn
 
 from .registry import algorithm
 from transformer_nb.components import (
-    KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
-    PositionalEmbedding, TokenEmbedding, Unembedding, bidirectional_mask, causal_mask,
-    check_length, check_padding, check_shape, check_size, check_token_ids, cross_mask,
-    layer_norm_ref, linear_params,
-    mh_attention_ref, positional_embedding_ref, token_embedding_ref,
+    KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding,
+    TokenEmbedding, Unembedding, bidirectional_mask, causal_mask, check_batch,
+    check_length, check_shape, check_size, check_token_ids, cross_mask, layer_norm_ref,
+    linear_params, mh_attention_ref, positional_embedding_ref, token_embedding_ref,
 )
 
 # %% auto #0
@@ -26,8 +25,8 @@ __all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'Transforme
            'ETransformerConfig', 'EDTransformerConfig', 'LayerParams', 'TransformerParams', 'embed_ref',
            'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref', 'ed_transformer_ref', 'e_transformer_ref',
            'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'run_stack', 'Embedding', 'init_weights',
-           'deepnorm_constants', 'deepnorm_init', 'check_batch', 'DTransformer', 'ETransformer', 'EDTransformer',
-           'paper_params', 'SequenceClassifier']
+           'deepnorm_constants', 'deepnorm_init', 'DTransformer', 'ETransformer', 'EDTransformer', 'paper_params',
+           'SequenceClassifier']
 
 # %% ../nbs/06_architectures.ipynb #acdace3c
 def gelu_ref(x: Tensor) -> Tensor:
@@ -65,14 +64,10 @@ def _check_config(cfg) -> None:
         if getattr(cfg, name) not in allowed:
             raise ValueError(
                 f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
-    for name, ok in (("dropout", lambda v: 0 <= v < 1), ("eps", lambda v: v >= 0)):
-        value = getattr(cfg, name)
-        # `not ok(NaN)` holds: NaN is refused too
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not ok(value):
-            raise ValueError(f"{name} must be a number in "
-                             f"{'[0, 1)' if name == 'dropout' else '[0, inf)'}, "
-                             f"got {value!r}")
+    for name, lo, hi in (("dropout", 0, 1), ("eps", 0, math.inf)):  # NaN fails too
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v < hi:
+            raise ValueError(f"{name} must be a number in [{lo}, {hi}), got {v!r}")
 
 # %% ../nbs/06_architectures.ipynb #75ffe422
 @dataclass
@@ -264,6 +259,12 @@ def d_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
     X = layer_norm_columns_ref(X, theta.gamma, theta.beta, eps)  # line 10
     return torch.softmax(theta.W_u @ X, dim=0)  # line 11
 
+# %% ../nbs/06_architectures.ipynb #fcab0f74
+def _drop(dropout: nn.Dropout, x: Tensor) -> Tensor:
+    "Dropout, skipped (no module call) where it does nothing: in eval mode, or p = 0."
+    return dropout(x) if dropout.training and dropout.p > 0 else x
+
+
 # %% ../nbs/06_architectures.ipynb #0a4eb3fe
 class MLP(nn.Module):
     "The position-wise MLP: W_mlp2 act(W_mlp1 x + b_mlp1) + b_mlp2 on (..., d_e)."
@@ -295,11 +296,12 @@ class Residual(nn.Module):
 
     def forward(self, x: Tensor, *args, dual: Tensor | None = None, **kwargs):
         if self.placement == "pre":
-            return x + self.dropout(self.sublayer(self.norm(x), *args, **kwargs))
+            f = self.sublayer(self.norm(x), *args, **kwargs)
+            return x + _drop(self.dropout, f)
         if self.placement == "peri":
             f = self.sublayer(self.norm(x), *args, **kwargs)
-            return x + self.dropout(self.norm_out(f))
-        out = self.dropout(self.sublayer(x, *args, **kwargs))
+            return x + _drop(self.dropout, self.norm_out(f))
+        out = _drop(self.dropout, self.sublayer(x, *args, **kwargs))
         if self.placement == "resi":
             return self.norm(x + out), dual + out
         return self.norm(self.alpha * x + out)  # post (alpha = 1) and deepnorm
@@ -372,7 +374,6 @@ class Embedding(nn.Module):
 
     def forward(self, ids: Tensor, positions: Tensor | None = None,
                 name: str = "x") -> Tensor:
-        "`name`: the argument `ids` came in as, for error messages."
         check_shape(ids, (None, None), f"{name} (batch, length) of token ids")
         if ids.shape[1] == 0:
             raise ValueError("the sequences are empty: "
@@ -385,7 +386,7 @@ class Embedding(nn.Module):
             if not torch.compiler.is_compiling():
                 check_length(int(positions.max()) + 1, self.pos.l_max, "positions")
             e = self.tok(ids, name) + self.pos.weight[positions]
-        return self.dropout(self.norm(e) if self.norm is not None else e)
+        return _drop(self.dropout, self.norm(e) if self.norm is not None else e)
 
 # %% ../nbs/06_architectures.ipynb #25a310ca
 def init_weights(model: nn.Module, cfg: TransformerConfig, n_layers: int) -> None:
@@ -484,16 +485,6 @@ def _positions(x: Tensor, cache: KVCache | None, positions: Tensor | None):
     return positions
 
 # %% ../nbs/06_architectures.ipynb #9e2e8f09
-def check_batch(ids: Tensor, padding: Tensor | None, name: str = "x",
-                before: int = 0) -> None:
-    """Raise unless `ids` is a (B, T) batch (its ids are checked when embedded) and
-    `padding`, if given, its bool mask (B, before + T), True = padding."""
-    check_shape(ids, (None, None), f"{name} (batch, length) of token ids")
-    if padding is not None:
-        shape = (ids.shape[0], before + ids.shape[1])
-        check_padding(padding, shape, f"{name}_padding")
-
-
 class DTransformer(nn.Module):
     "Algorithm 10, batched: token ids (B, T) -> next-token logits (B, T, N_V)."
 
@@ -634,9 +625,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, encoder: ETransformer, n_classes: int):
         super().__init__()
-        check_size(n_classes, "n_classes")
-        if n_classes < 2:
-            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        check_size(n_classes, "n_classes", minimum=2)  # a classifier needs 2 classes
         self.encoder, self.n_classes = encoder, n_classes
         self.W_c = nn.Linear(encoder.cfg.d_e, n_classes)
 
@@ -648,12 +637,9 @@ class SequenceClassifier(nn.Module):
         return {**asdict(self.cfg), "n_classes": self.n_classes}
 
     def forward(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
-        "Class logits (B, n_classes); a row that is all padding is refused (no mean)."
-        check_batch(x, x_padding, "x")
-        if x_padding is not None and not torch.compiler.is_compiling():
-            if bool(x_padding.all(1).any()):
-                raise ValueError("a row of x_padding is all padding: "
-                                 "there is nothing to classify")
+        check_batch(x, x_padding, "x")  # a row of padding only has no mean: refused
+        if x_padding is not None and bool(x_padding.all(1).any()):
+            raise ValueError("a row of x_padding is all padding: nothing to classify")
         h = self.encoder.hidden_states(x, x_padding=x_padding)  # (B, T, d_e)
         if x_padding is None:
             keep = torch.ones_like(x, dtype=h.dtype)

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from .registry import algorithm
 
 # %% auto #0
-__all__ = ['check_token_ids', 'check_length', 'check_shape', 'check_size', 'check_vectors', 'check_padding', 'linear_params',
-           'token_embedding_ref', 'TokenEmbedding', 'positional_embedding_ref', 'sinusoidal_W_p_ref',
+__all__ = ['check_token_ids', 'check_length', 'check_shape', 'check_size', 'check_vectors', 'check_padding', 'check_batch',
+           'linear_params', 'token_embedding_ref', 'TokenEmbedding', 'positional_embedding_ref', 'sinusoidal_W_p_ref',
            'sinusoidal_positions', 'PositionalEmbedding', 'AttentionParams', 'single_query_attention_ref',
            'bidirectional_mask', 'causal_mask', 'cross_mask', 'attention_ref', 'MHAttentionParams', 'mh_attention_ref',
            'attention_weights', 'combine_masks', 'MultiHeadAttention', 'AttentionCache', 'KVCache', 'layer_norm_ref',
@@ -100,6 +100,15 @@ def check_padding(mask, shape: tuple, name: str) -> None:
             "Hugging Face's attention_mask is the opposite (1 = keep); from one, "
             "pass attention_mask == 0")
     check_shape(mask, shape, f"{name} {shape}")
+
+# %% ../nbs/05_components.ipynb #b0d3f6a9
+def check_batch(ids: Tensor, padding: Tensor | None, name: str = "x",
+                before: int = 0) -> None:
+    """Raise unless `ids` is a (B, T) batch (its ids are checked when embedded) and
+    `padding`, if given, its bool mask (B, before + T), True = padding."""
+    check_shape(ids, (None, None), f"{name} (batch, length) of token ids")
+    if padding is not None:
+        check_padding(padding, (ids.shape[0], before + ids.shape[1]), f"{name}_padding")
 
 # %% ../nbs/05_components.ipynb #41fa7810
 def linear_params(lin: nn.Linear) -> tuple[Tensor, Tensor]:
@@ -361,10 +370,9 @@ class MultiHeadAttention(nn.Module):
                  d_attn: int | None = None, d_mid: int | None = None,
                  d_out: int | None = None, cross: bool = False, bias: bool = True):
         super().__init__()
-        for size_name, size in dict(d_x=d_x, H=H, d_z=d_z, d_attn=d_attn, d_mid=d_mid,
-                                    d_out=d_out).items():
-            if size is not None:
-                check_size(size, size_name)
+        for name, size in dict(d_x=d_x, H=H, d_z=d_z, d_attn=d_attn, d_mid=d_mid,
+                               d_out=d_out).items():
+            if size is not None: check_size(size, name)  # None: the default
         if (d_attn is None or d_mid is None) and d_x % H:
             raise ValueError(f"d_e = {d_x} is not divisible by the number of heads "
                              f"H = {H}; choose H dividing d_e or give d_attn and d_mid "
@@ -383,6 +391,7 @@ class MultiHeadAttention(nn.Module):
         else:
             self.qkv = nn.Linear(d_x, 2 * q_size + v_size, bias=bias)
         self.o = nn.Linear(v_size, self.d_out, bias=bias)
+        self.split_sizes = (q_size, q_size, v_size)  # rows of W_q, W_k, W_v
 
     def fused_rows(self) -> dict[str, tuple[nn.Linear, slice]]:
         "Where W_q, W_k and W_v live: the fused linear map holding each, and its rows."
@@ -405,8 +414,7 @@ def _project(self: MultiHeadAttention, x: Tensor, z: Tensor,
     """Queries (B, H, l_x, d_attn), keys (B, H, l_z, d_attn) and values (B, H, l_z,
     d_mid). With a `cache`, the keys and values are all those cached (the new ones
     appended)."""
-    rows = self.fused_rows()
-    sizes = [rows[n][1].stop - rows[n][1].start for n in "qkv"]
+    sizes = self.split_sizes
     if self.cross:
         q = self.q(x)
         # the context's keys and values, kept
@@ -587,9 +595,12 @@ class LayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(d_e)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        check_vectors(x, self.gamma.dtype, "the input of LayerNorm")
-        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
-                    f"input of LayerNorm(d_e={self.d_e})")
+        # checked only when something is off: this runs often
+        if (not isinstance(x, Tensor) or x.shape[-1:] != (self.d_e,)
+                or x.dtype != self.gamma.dtype):
+            check_vectors(x, self.gamma.dtype, "the input of LayerNorm")
+            check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
+                        f"input of LayerNorm(d_e={self.d_e})")
         return F.layer_norm(x, (self.d_e,), self.gamma, self.beta, self.eps)
 
 # %% ../nbs/05_components.ipynb #52de5130
@@ -609,7 +620,9 @@ class Unembedding(nn.Module):
         self.W_u = nn.Linear(d_e, N_V, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_vectors(x, self.W_u.weight.dtype, "the input of Unembedding")
-        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
-                    f"input of Unembedding(d_e={self.d_e})")
+        if (not isinstance(x, Tensor) or x.shape[-1:] != (self.d_e,)
+                or x.dtype != self.W_u.weight.dtype):  # checked only when off
+            check_vectors(x, self.W_u.weight.dtype, "the input of Unembedding")
+            check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
+                        f"input of Unembedding(d_e={self.d_e})")
         return self.W_u(x)

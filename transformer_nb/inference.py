@@ -91,20 +91,18 @@ def check_model(model, kind: type, fn: str) -> None:
     "A TypeError unless `model` is a `kind`: each generation function serves one kind."
     if not isinstance(model, kind):
         an = "an" if kind.__name__[0] in "AEIOU" else "a"
-        raise TypeError(f"{fn} needs {an} {kind.__name__}, got a {type(model).__name__}")
-
-
-def _real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+        raise TypeError(f"{fn} needs {an} {kind.__name__}, "
+                        f"not a {type(model).__name__}")
 
 
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     "Raise a ValueError for a temperature <= 0, top_k < 1 or top_p outside (0, 1]."
-    if not _real(temperature) or not temperature > 0:  # NaN too
+    if not isinstance(temperature, numbers.Real) or not temperature > 0:  # NaN too
         raise ValueError("temperature must be > 0 (use greedy=True for the argmax), "
                          f"got {temperature!r}")
     if top_k is not None: check_size(top_k, "top_k")  # an integer >= 1
-    if top_p is not None and (not _real(top_p) or not 0 < top_p <= 1):
+    if top_p is not None and (not isinstance(top_p, numbers.Real)
+                              or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
@@ -279,8 +277,9 @@ def _one_context(z) -> None:
 # %% ../nbs/07b_inference.ipynb #d3e5f3d9
 @torch.inference_mode()
 def ed_generate(model: EDTransformer, z, bos_token: int, eos_token: int, max_len: int,
-                *, greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, z_padding: Tensor | None = None,
+                *, greedy: bool = True, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None,
+                z_padding: Tensor | None = None,
                 generator: torch.Generator | None = None) -> list[list[int]]:
     """Algorithm 15 for a batch of contexts, encoding once: the tokens after bos_token,
     before eos_token."""

@@ -31,18 +31,19 @@ from transformer_nb.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
     model_config, read_checkpoint, restore_rng,
 )
-from transformer_nb.components import (
-    PositionalEmbedding, TokenEmbedding, check_shape, check_size, check_token_ids,
+from transformer_nb.batches import (  # samplers and losses, re-exported here
+    ClassBatches, LMBatches, MLMBatches, PairBatches, classification_loss, mlm_loss,
+    next_token_loss, seq2seq_loss, wide_logits,
 )
-from .tasks import BatchSampler, WindowSampler, random_windows
-from .tokenization import Tokenizer, _id_list, pad
+from .components import PositionalEmbedding, TokenEmbedding, check_size
+from .tasks import BatchSampler
+from .tokenization import Tokenizer
 
 # %% auto #0
 __all__ = ['MPS_WARNING', 'PRECISIONS', 'TRAINER_KEYS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref',
            'd_training_ref', 'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref',
            'pick_device', 'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw',
-           'LMBatches', 'MLMBatches', 'PairBatches', 'ClassBatches', 'wide_logits', 'next_token_loss', 'mlm_loss',
-           'seq2seq_loss', 'classification_loss', 'Trainer', 'load_model', 'plot_history']
+           'Trainer', 'load_model', 'plot_history']
 
 # %% ../nbs/07a_training.ipynb #32c87621
 def _map_tensors(obj, fn):
@@ -92,7 +93,7 @@ def d_loss_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
     return -torch.stack([torch.log(P[x[t + 1], t]) for t in range(l - 1)]).sum()
 
 
-@algorithm(13, "DTraining", batched="training.next_token_loss")
+@algorithm(13, "DTraining", batched="batches.next_token_loss")
 def d_training_ref(xs: list[list[int]], theta: TransformerParams, N_epochs: int,
                    eta: float, eps: float = 0.0,
                    act=gelu_ref) -> tuple[TransformerParams, list[float]]:
@@ -128,7 +129,7 @@ def e_loss_ref(x: list[int], x_tilde: list[int], theta: TransformerParams,
     return -torch.stack([torch.log(P[x[t], t]) for t in T_tilde]).sum()  # line 9
 
 
-@algorithm(12, "ETraining", batched="training.mlm_loss")
+@algorithm(12, "ETraining", batched="batches.mlm_loss")
 def e_training_ref(xs: list[list[int]], theta: TransformerParams, N_epochs: int,
                    eta: float, p_mask: float, mask_token: int,
                    generator: torch.Generator | None = None, eps: float = 0.0,
@@ -158,7 +159,7 @@ def ed_loss_ref(z: list[int], x: list[int], theta: TransformerParams, eps: float
     return -torch.stack([torch.log(P[x[t + 1], t]) for t in range(l - 1)]).sum()
 
 
-@algorithm(11, "EDTraining", batched="training.seq2seq_loss")
+@algorithm(11, "EDTraining", batched="batches.seq2seq_loss")
 def ed_training_ref(zs: list[list[int]], xs: list[list[int]], theta: TransformerParams,
                     N_epochs: int, eta: float, eps: float = 0.0,
                     act=relu_ref) -> tuple[TransformerParams, list[float]]:
@@ -324,184 +325,6 @@ def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     betas = (cfg.beta1, cfg.beta2)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=fused)
 
-# %% ../nbs/07a_training.ipynb #b3c6d9f2
-def _token_stream(tokens, name: str = "tokens") -> Tensor:
-    "A 1-D long tensor of ids >= 0, from a tensor or a list; floats are refused."
-    if not isinstance(tokens, Tensor):
-        tokens = torch.tensor(_id_list(tokens, None, name), dtype=torch.long)
-    check_token_ids(tokens, None, name)
-    check_shape(tokens, (None,), f"{name} (a 1-D stream of ids)")
-    return tokens.long()
-
-
-def _check_window(batch_size: int, length: int, tokens: Tensor) -> None:
-    "batch_size and the window length are positive integers, and a window fits."
-    check_size(batch_size, "batch_size"), check_size(length, "length")
-    if length > len(tokens):
-        raise ValueError(f"a window of {length} tokens does not fit "
-                         f"the {len(tokens)} tokens given")
-
-
-def _batch(batch, names: tuple[str, ...], loss: str) -> tuple[Tensor, ...]:
-    "The tensors of a batch tuple, or a TypeError saying what `loss` expects."
-    if not (isinstance(batch, (tuple, list)) and len(batch) == len(names)
-            and all(isinstance(t, Tensor) for t in batch)):
-        got = type(batch).__name__ + (f" of {len(batch)}" if isinstance(
-            batch, (tuple, list)) else "")
-        raise TypeError(f"{loss} expects a batch ({', '.join(names)}) of tensors, "
-                        f"got a {got}")
-    return tuple(batch)
-
-
-def _targets(targets: Tensor, N_V: int, name: str) -> Tensor:
-    "Target ids: -100 (ignored) or in the vocabulary, and at least one that is not."
-    check_token_ids(targets.masked_fill(targets == -100, 0), N_V, name)
-    if not torch.compiler.is_compiling() and bool((targets == -100).all()):
-        raise ValueError(f"{name} has no target token (nothing masked, or all "
-                         "padding): the mean loss would be NaN")
-    return targets
-
-# %% ../nbs/07a_training.ipynb #99d882ab
-class LMBatches(WindowSampler):
-    "Random windows of length+1 tokens of a 1-D stream, for next-token prediction."
-
-    def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
-        tokens = _token_stream(tokens)
-        check_size(length, "length"), _check_window(batch_size, length + 1, tokens)
-        check_size(seed, "seed", minimum=0)
-        super().__init__(tokens, batch_size, length + 1, seed)
-
-
-class MLMBatches(BatchSampler):
-    """Random windows, each token masked with probability p_mask: (x_tilde, targets),
-    -100 where unmasked."""
-
-    def __init__(self, tokens: Tensor, batch_size: int, length: int, p_mask: float,
-                 mask_token: int, seed: int = 0):
-        tokens = _token_stream(tokens)
-        _check_window(batch_size, length, tokens), check_size(seed, "seed", minimum=0)
-        _id_list([mask_token], None, "mask_token")
-        super().__init__(batch_size, seed)
-        if not isinstance(p_mask, numbers.Real) or not 0 < p_mask < 1:
-            raise ValueError(f"p_mask must be in (0, 1), got {p_mask!r}")
-        self.tokens, self.length = tokens, length
-        self.p_mask, self.mask_token = p_mask, mask_token
-
-    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = random_windows(self.tokens, self.batch_size, self.length, generator)
-        masked = torch.rand(x.shape, generator=generator) < self.p_mask
-        masked[0, 0] |= not masked.any()  # a target at least: the mean loss exists
-        return x.masked_fill(masked, self.mask_token), x.masked_fill(~masked, -100)
-
-# %% ../nbs/07a_training.ipynb #165d6edb
-class PairBatches(BatchSampler):
-    "Random (z, x) pairs of token-id lists, right-padded: (z, z_padding, x, x_padding)."
-
-    def __init__(self, pairs: list[tuple[list[int], list[int]]], batch_size: int,
-                 pad_id: int, seed: int = 0):
-        check_size(batch_size, "batch_size"), check_size(seed, "seed", minimum=0)
-        super().__init__(batch_size, seed)
-        if not isinstance(pairs, (list, tuple)) or not pairs:
-            raise ValueError("PairBatches needs a non-empty list of (z, x) pairs")
-        _id_list([pad_id], None, "pad_id")
-        for i, pair in enumerate(pairs):
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise ValueError(f"pairs[{i}] must be a (z, x) pair, got {pair!r:.60}")
-            z, x = (_id_list(s, None, f"pairs[{i}][{j}]") for j, s in enumerate(pair))
-            if not z or len(x) < 2:
-                raise ValueError(f"pairs[{i}]: z needs a token and x two (bos, eos)")
-        self.pairs, self.pad_id = pairs, pad_id
-
-    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        rows = torch.randint(len(self.pairs), (self.batch_size,), generator=generator)
-        rows = rows.tolist()
-        z, z_pad = pad([self.pairs[i][0] for i in rows], self.pad_id)
-        x, x_pad = pad([self.pairs[i][1] for i in rows], self.pad_id)
-        return z, z_pad, x, x_pad
-
-# %% ../nbs/07a_training.ipynb #3e0eb012
-class ClassBatches(BatchSampler):
-    "Random (sequence, class) examples, right-padded: (x, x_padding, classes)."
-
-    def __init__(self, examples: list[tuple[list[int], int]], batch_size: int,
-                 pad_id: int, seed: int = 0):
-        check_size(batch_size, "batch_size"), check_size(seed, "seed", minimum=0)
-        super().__init__(batch_size, seed)
-        if not isinstance(examples, (list, tuple)) or not examples:
-            raise ValueError("ClassBatches needs a non-empty list of (ids, class)")
-        _id_list([pad_id], None, "pad_id")
-        for i, example in enumerate(examples):
-            if not isinstance(example, (list, tuple)) or len(example) != 2:
-                raise ValueError(f"examples[{i}] must be (ids, class), "
-                                 f"got {example!r:.60}")
-            if not _id_list(example[0], None, f"examples[{i}][0]"):
-                raise ValueError(f"examples[{i}] has no tokens")
-            check_size(example[1], f"the class of examples[{i}]", minimum=0)
-        self.examples, self.pad_id = examples, pad_id
-
-    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        n = len(self.examples)
-        rows = torch.randint(n, (self.batch_size,), generator=generator)
-        rows = rows.tolist()
-        x, x_pad = pad([self.examples[i][0] for i in rows], self.pad_id)
-        return x, x_pad, torch.tensor([self.examples[i][1] for i in rows])
-
-# %% ../nbs/07a_training.ipynb #3fe3be7e
-def wide_logits(logits: Tensor) -> Tensor:
-    """Half-precision logits as float32 (float32 and float64 logits unchanged), for the
-    log loss."""
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-
-
-def next_token_loss(model: nn.Module, batch: Tensor) -> Tensor:
-    """Mean of -log P[x[t+1], t] over a (B, l+1) batch of windows (Algorithm 13's
-    summand, averaged)."""
-    check_shape(batch, (None, None), "next_token_loss's batch (B, l+1) of token ids")
-    if batch.shape[1] < 2:
-        raise ValueError("next_token_loss needs windows of at least 2 tokens, "
-                         f"got {batch.shape[1]}")
-    logits = model(batch[:, :-1])
-    targets = _targets(batch[:, 1:], logits.shape[-1], "the batch's next tokens")
-    return F.cross_entropy(wide_logits(logits).flatten(0, 1), targets.flatten())
-
-
-def mlm_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-    """Mean of -log P[x[t], t] over the masked positions t (Algorithm 12's summand,
-    averaged); a batch with nothing masked is refused."""
-    x_tilde, targets = _batch(batch, ("x_tilde", "targets"), "mlm_loss")
-    check_shape(targets, tuple(x_tilde.shape), "targets")
-    logits = model(x_tilde)
-    _targets(targets, logits.shape[-1], "targets")
-    logits = wide_logits(logits).flatten(0, 1)
-    return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
-
-# %% ../nbs/07a_training.ipynb #d5e8f1b4
-def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
-    """Mean of -log P[x[t+1], t] given z over the real (unpadded) target tokens
-    (Algorithm 11's summand)."""
-    names = ("z", "z_padding", "x", "x_padding")
-    z, z_pad, x, x_pad = _batch(batch, names, "seq2seq_loss")
-    check_shape(x, (None, None), "x (batch, length)")
-    if x.shape[1] < 2:
-        raise ValueError(f"x needs at least 2 tokens (bos, eos), got {x.shape[1]}")
-    logits = model(z, x[:, :-1], z_padding=z_pad, x_padding=x_pad[:, :-1])
-    targets = x[:, 1:].masked_fill(x_pad[:, 1:], -100)
-    _targets(targets, logits.shape[-1], "x's targets")
-    logits = wide_logits(logits).flatten(0, 1)
-    return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
-
-
-def classification_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
-    "Mean of -log P(c | x) over a batch of sequences and classes."
-    x, x_pad, c = _batch(batch, ("x", "x_padding", "classes"), "classification_loss")
-    logits = model(x, x_padding=x_pad)
-    n = logits.shape[-1]
-    check_shape(c, (x.shape[0],), "classes (batch,)")
-    if c.dtype != torch.long or not 0 <= int(c.min()) <= int(c.max()) < n:
-        raise ValueError(f"classes must be int64 labels in {{0, ..., {n - 1}}} "
-                         f"(N_C = {n}), got {c.tolist()[:8]} ({c.dtype})")
-    return F.cross_entropy(wide_logits(logits), c)
-
 # %% ../nbs/07a_training.ipynb #953a7fbf
 def _to_device(batch, device: torch.device):
     "Move a tensor, or a tuple or list of tensors, to `device`."
@@ -622,10 +445,9 @@ class _TrainerCheckpoints(_TrainerSteps):
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                 "model_kind": type(self.model).__name__,
                 "model_config": model_config(self.model),
-                "model": self.model.state_dict(),
+                "model": self.model.state_dict(), "scaler": self.scaler.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
                 "step": self.step, "history": self.history,
                 "train_config": asdict(self.cfg),
                 "tokenizer": self.tokenizer and self.tokenizer.to_json(),
@@ -695,9 +517,8 @@ class Trainer(_TrainerCheckpoints):
                 start = time.perf_counter()
                 loss, tokens = self.train_step()
                 elapsed = time.perf_counter() - start
-                self.history["step"].append(self.step)
-                self.history["loss"].append(loss)
-                self.history["lr"].append(lr)
+                for key, value in (("step", self.step), ("loss", loss), ("lr", lr)):
+                    self.history[key].append(value)
                 due = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
                 if self.val_batches is not None and due:
                     self.evaluate()
