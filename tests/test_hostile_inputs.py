@@ -674,7 +674,28 @@ def _untied_bert_round_trip():
         assert (to_hf(ours)(IDS).logits - hf(IDS).logits).abs().max() < 1e-5
 
 
-SUCCEED = [_greedy_limit, _greedy_limit_ed, _sampling_probs_one_hot, _temperature_ref_limit, _numpy_ids_welcome,
+def _padding_rows_stay_finite():
+    z = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    z_pad = torch.tensor([[False, False, False], [True, True, True]])  # the second context: all padding
+    x = torch.tensor([[BOS, 1, EOS], [BOS, 2, 2]])
+    x_pad = torch.tensor([[False, False, False], [False, True, True]])  # one real target only
+    model = ed_cfg()
+    loss = seq2seq_loss(model, (z, z_pad, x, x_pad))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters()
+                                        if p.grad is not None)
+    assert torch.isfinite(E(IDS, x_padding=torch.ones(1, 3, dtype=torch.bool))).all()
+
+
+def _autocast_mixes_dtypes_on_purpose():
+    x = torch.tensor([[1, 2, 3, 4]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls, fp32 norms: not a dtype error
+        for norm in ("post", "pre", "peri", "resi", "deepnorm"):
+            assert torch.isfinite(next_token_loss(d_cfg(norm=norm), x))
+        assert torch.isfinite(mlm_loss(E, (x, torch.tensor([[-100, 3, -100, -100]]))))
+
+
+SUCCEED = [_autocast_mixes_dtypes_on_purpose, _padding_rows_stay_finite, _greedy_limit, _greedy_limit_ed, _sampling_probs_one_hot, _temperature_ref_limit, _numpy_ids_welcome,
            _int32_ids_welcome, _bool_padding_from_hf_mask, _mlm_step_is_finite, _refused_step_leaves_weights,
            _gpt2_inverse_layer_scaling_is_exact, _untied_bert_round_trip]
 

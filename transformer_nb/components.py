@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import operator
 from dataclasses import dataclass
 
@@ -67,7 +68,7 @@ def check_shape(t: Tensor, shape: tuple, name: str) -> None:
 # %% ../nbs/05_components.ipynb #d7f2b3c4
 def check_size(value, name: str, minimum: int = 1) -> None:
     "Raise unless `value` is an integer (not a bool or a float) of at least `minimum`."
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r} "
                         f"({type(value).__name__})")
     if value < minimum:

@@ -93,7 +93,7 @@ def d_loss_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
     return -torch.stack([torch.log(P[x[t + 1], t]) for t in range(l - 1)]).sum()
 
 
-@algorithm(13, "DTraining", batched="batches.next_token_loss")
+@algorithm(13, "DTraining", batched="training.next_token_loss")
 def d_training_ref(xs: list[list[int]], theta: TransformerParams, N_epochs: int,
                    eta: float, eps: float = 0.0,
                    act=gelu_ref) -> tuple[TransformerParams, list[float]]:
@@ -129,7 +129,7 @@ def e_loss_ref(x: list[int], x_tilde: list[int], theta: TransformerParams,
     return -torch.stack([torch.log(P[x[t], t]) for t in T_tilde]).sum()  # line 9
 
 
-@algorithm(12, "ETraining", batched="batches.mlm_loss")
+@algorithm(12, "ETraining", batched="training.mlm_loss")
 def e_training_ref(xs: list[list[int]], theta: TransformerParams, N_epochs: int,
                    eta: float, p_mask: float, mask_token: int,
                    generator: torch.Generator | None = None, eps: float = 0.0,
@@ -159,7 +159,7 @@ def ed_loss_ref(z: list[int], x: list[int], theta: TransformerParams, eps: float
     return -torch.stack([torch.log(P[x[t + 1], t]) for t in range(l - 1)]).sum()
 
 
-@algorithm(11, "EDTraining", batched="batches.seq2seq_loss")
+@algorithm(11, "EDTraining", batched="training.seq2seq_loss")
 def ed_training_ref(zs: list[list[int]], xs: list[list[int]], theta: TransformerParams,
                     N_epochs: int, eta: float, eps: float = 0.0,
                     act=relu_ref) -> tuple[TransformerParams, list[float]]:
