@@ -216,3 +216,17 @@ def test_gpt2_attention_scaling_options_are_exact(flags):
     with torch.no_grad():
         assert (ours(x) - hf(x).logits).abs().max() < 1e-4
         assert (to_gpt2(ours)(x).logits - hf(x).logits).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("act", ["gelu_new", "gelu_pytorch_tanh"])
+def test_bert_with_tanh_gelu_is_exact_both_ways(act):
+    torch.manual_seed(9)
+    hf = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=53, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=24, hidden_act=act)).eval()
+    ours = from_bert(hf).eval()
+    assert ours.cfg.activation == "gelu_tanh"
+    x = torch.randint(0, 53, (2, 9), generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        assert (ours(x) - hf(x).logits).abs().max() < ATOL
+        assert (to_bert(ours)(x).logits - hf(x).logits).abs().max() < ATOL
