@@ -381,10 +381,9 @@ class Embedding(nn.Module):
         if positions is None:
             e = self.tok(ids, name) + self.pos(ids.shape[1], name=name)
         else:
-            check_token_ids(positions, None, "positions")  # integers >= 0
-            # reading values back would break a graph
-            if not torch.compiler.is_compiling():
-                check_length(int(positions.max()) + 1, self.pos.l_max, "positions")
+            last = check_token_ids(positions, None, "positions")  # integers >= 0
+            if last is not None:  # None: not read back (a compiled graph)
+                check_length(last + 1, self.pos.l_max, "positions")
             e = self.tok(ids, name) + self.pos.weight[positions]
         return _drop(self.dropout, self.norm(e) if self.norm is not None else e)
 

@@ -27,9 +27,9 @@ __all__ = ['check_token_ids', 'check_length', 'check_shape', 'check_size', 'chec
            'LayerNorm', 'unembedding_ref', 'Unembedding']
 
 # %% ../nbs/05_components.ipynb #2ab1517d
-def check_token_ids(ids: Tensor, N_V: int | None, name: str = "x") -> None:
+def check_token_ids(ids: Tensor, N_V: int | None, name: str = "x") -> int | None:
     """Raise unless `ids` is an int64 or int32 tensor of ids in {0, ..., N_V-1} (only
-    ids >= 0 when N_V is None)."""
+    ids >= 0 when N_V is None); return the largest id (None if not read)."""
     if not isinstance(ids, Tensor):
         raise TypeError(f"{name} must be a tensor of token ids, got a "
                         f"{type(ids).__name__} (use torch.tensor(...))")
@@ -38,14 +38,15 @@ def check_token_ids(ids: Tensor, N_V: int | None, name: str = "x") -> None:
                          f"got dtype {ids.dtype}")
     # reading values back would break a compiled graph
     if ids.numel() == 0 or torch.compiler.is_compiling():
-        return
-    lo, hi = int(ids.min()), int(ids.max())
+        return None
+    lo, hi = torch.stack(ids.aminmax()).tolist()  # one read back from the device
     if lo < 0 and N_V is None:
         raise ValueError(f"{name} contains {lo}: ids must be >= 0")
     if lo < 0 or (N_V is not None and hi >= N_V):
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name} contains token id {bad}, outside the vocabulary "
                          f"{{0, ..., {N_V - 1}}} (N_V = {N_V})")
+    return hi
 
 
 def check_length(length: int, l_max: int, name: str = "x") -> None:
