@@ -16,8 +16,9 @@ from .registry import algorithm
 from transformer_nb.components import (
     KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding,
     TokenEmbedding, Unembedding, bidirectional_mask, causal_mask, check_batch,
-    check_length, check_shape, check_size, check_token_ids, cross_mask, layer_norm_ref,
-    linear_params, mh_attention_ref, positional_embedding_ref, token_embedding_ref,
+    check_length, check_size, check_token_ids, cross_mask, lay_out_for_decoding,
+    layer_norm_ref, linear_params, mh_attention_ref, positional_embedding_ref,
+    token_embedding_ref,
 )
 
 # %% auto #0
@@ -372,9 +373,8 @@ class Embedding(nn.Module):
         self.norm = norm if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, ids: Tensor, positions: Tensor | None = None,
-                name: str = "x") -> Tensor:
-        check_shape(ids, (None, None), f"{name} (batch, length) of token ids")
+    def forward(self, ids: Tensor, positions: Tensor | None = None, name="x") -> Tensor:
+        check_batch(ids, None, name)
         if ids.shape[1] == 0:
             raise ValueError("the sequences are empty: "
                              "a transformer needs at least one token")
@@ -476,7 +476,10 @@ def _initialise(model: nn.Module, cfg: TransformerConfig,
     if cfg.tie_embeddings:
         # W_u = W_e^T: one matrix, two uses
         model.unembed.W_u.weight = model.embed.tok.weight
+    lay_out_for_decoding(model)  # same values, faster one-token steps
 
+
+# %% ../nbs/06_architectures.ipynb #6ed093a9
 def _positions(x: Tensor, cache: KVCache | None, positions: Tensor | None):
     "The positions of the tokens x: `positions`, else after the cached ones, else None."
     if positions is None and cache is not None:
@@ -636,10 +639,9 @@ class SequenceClassifier(nn.Module):
         return {**asdict(self.cfg), "n_classes": self.n_classes}
 
     def forward(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
-        check_batch(x, x_padding, "x")  # a row of padding only has no mean: refused
-        if x_padding is not None and bool(x_padding.all(1).any()):
-            raise ValueError("a row of x_padding is all padding: nothing to classify")
         h = self.encoder.hidden_states(x, x_padding=x_padding)  # (B, T, d_e)
+        if x_padding is not None and bool(x_padding.all(1).any()):  # no mean: refused
+            raise ValueError("a row of x_padding is all padding: nothing to classify")
         if x_padding is None:
             keep = torch.ones_like(x, dtype=h.dtype)
         else:
