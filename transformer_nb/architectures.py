@@ -480,7 +480,7 @@ def _initialise(model: nn.Module, cfg: TransformerConfig,
     lay_out_for_decoding(model)  # same values, faster one-token steps
 
 
-# %% ../nbs/06_architectures.ipynb #9f6f15e0
+# %% ../nbs/06_architectures.ipynb #6ed093a9
 def _positions(x: Tensor, cache: KVCache | None, positions: Tensor | None):
     "The positions of the tokens x: `positions`, else after the cached ones, else None."
     if positions is None and cache is not None:

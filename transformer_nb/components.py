@@ -306,7 +306,7 @@ def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None,
         return None
     return functools.reduce(operator.and_, parts).expand(B, 1, l_x, l_z)
 
-# %% ../nbs/05_components.ipynb #a53c5db5
+# %% ../nbs/05_components.ipynb #53802f88
 def input_major(linear: nn.Linear) -> nn.Linear:
     """Store `linear`'s weight input-major (column by column); the matrix is unchanged.
     A one-token matrix-vector product then reads it in order: faster if d_out > d_in."""
