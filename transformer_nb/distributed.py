@@ -149,6 +149,10 @@ def shard_model(model: nn.Module) -> nn.Module:
 
 def wrap_model(d: Distributed, model: nn.Module, device: torch.device) -> nn.Module:
     "The module to run forward and backward: the model itself, DDP(model), or FSDP's."
+    if d.kind in ("ddp", "fsdp"):  # both need row-major weights (see input_major)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.data = p.data.contiguous()
     if d.kind == "ddp":
         ids = [device.index] if device.type == "cuda" else None
         # a classifier never uses its encoder's output layer: DDP must look for such
