@@ -7,6 +7,7 @@
   numbers boxes in order of appearance, and a chapter may present Algorithm 13 before Algorithm 11).
 * Drops repeated inline <script> lines from the written pages: the theme renders some inline scripts
   twice, and the second `const THEBE_JS_URL = ...` raises a JavaScript SyntaxError on every page.
+* Titles sphinx-proof's index of the algorithm boxes "List of algorithms".
 * Turns progress bars off in the kernels that execute the chapters (tqdm reads TQDM_DISABLE): a bar is
   useful while a cell runs, and only noise on a printed page.
 * Gives a cell's figure caption (cell metadata `mystnb.figure`) to its first displayed output only: a cell
@@ -64,6 +65,7 @@ REF_NUMBER = re.compile(r'(href="[^"]*#algorithm-(\d+)"[^>]*>(?:<span[^>]*>)*Alg
 
 
 def _fix_page(html: str) -> str:
+    html = html.replace(">Proof Index<", ">List of algorithms<")  # sphinx-proof's index page
     html = BOX_NUMBER.sub(r"\g<1>\g<2>", html)
     html = REF_NUMBER.sub(r"\g<1>\g<2>", html)
     lines, seen, kept = html.splitlines(keepends=True), set(), []
