@@ -21,12 +21,13 @@ from transformer_nb.components import (
 )
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'TransformerConfig', 'DTransformerConfig',
-           'ETransformerConfig', 'EDTransformerConfig', 'LayerParams', 'TransformerParams', 'embed_ref',
-           'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref', 'ed_transformer_ref', 'e_transformer_ref',
-           'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'KVCache', 'run_stack', 'Embedding', 'init_weights',
-           'deepnorm_constants', 'deepnorm_init', 'DTransformer', 'ETransformer', 'EDTransformer', 'paper_params',
-           'SequenceClassifier', 'layer_diagram', 'draw_layer', 'count_parameters', 'famous_configs', 'build']
+__all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'POSITION_KINDS', 'gelu_ref', 'relu_ref', 'ModernOptions', 'make_norm',
+           'TransformerConfig', 'DTransformerConfig', 'ETransformerConfig', 'EDTransformerConfig', 'LayerParams',
+           'TransformerParams', 'embed_ref', 'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref',
+           'ed_transformer_ref', 'e_transformer_ref', 'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'KVCache',
+           'run_stack', 'Embedding', 'init_weights', 'deepnorm_constants', 'deepnorm_init', 'DTransformer',
+           'ETransformer', 'EDTransformer', 'paper_params', 'SequenceClassifier', 'layer_diagram', 'draw_layer',
+           'count_parameters', 'famous_configs', 'build']
 
 # %% ../nbs/06_architectures.ipynb #acdace3c
 def gelu_ref(x: Tensor) -> Tensor:
@@ -43,11 +44,14 @@ ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,  # exact erf form, as eq. (5)
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's approximation
+    "silu": F.silu,  # x sigmoid(x), the gate of SwiGLU (Chapter 10)
 }
 
 # %% ../nbs/06_architectures.ipynb #10b6eec8
 # the last three are explained in Chapter 9
 NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm")
+# the last three are Chapter 10's: rotary, ALiBi biases, no positions at all
+POSITION_KINDS = ("learned", "sinusoidal", "rope", "alibi", "none")
 
 
 def _check_config(cfg) -> None:
@@ -60,7 +64,7 @@ def _check_config(cfg) -> None:
         raise ValueError(
             f"d_e = {cfg.d_e} is not divisible by the number of heads H = {cfg.H}")
     choices = {"norm": NORM_PLACEMENTS, "activation": tuple(ACTIVATIONS),
-               "positions": ("learned", "sinusoidal"), "init": ("normal", "gpt2"),
+               "positions": POSITION_KINDS, "init": ("normal", "gpt2"),
                "sinusoid_convention": ("paper", "vaswani")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -70,10 +74,47 @@ def _check_config(cfg) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.eps < 0:
         raise ValueError(f"eps must be >= 0, got {cfg.eps}")
+    if cfg.uses_modern():
+        _modern().check_options(cfg)
+
+# %% ../nbs/06_architectures.ipynb #3edb1a83
+@dataclass
+class ModernOptions:
+    "Chapter 10's options, all off by default (then a config is the paper's)."
+    norm_kind: str = "layer"  # "rms": RMSnorm, layer_norm with m = beta = 0
+    H_kv: int | None = None  # key/value heads, a divisor of H (None: H)
+    d_head: int | None = None  # width of each head (None: d_e // H)
+    qkv_bias: bool | None = None  # biases of W_q, W_k, W_v (None: as `bias`)
+    qk_norm: bool = False  # RMSnorm of each head's queries and keys
+    rope_base: float = 10_000.0  # the base theta of rotary positions
+    rotary_dims: int | None = None  # rotated dimensions of each head (None: all)
+    window: int | None = None  # sliding-window attention over the last `window`
+    parallel: bool = False  # attention and MLP side by side (GPT-J, GPT-NeoX)
+    gated: bool = False  # gated MLP, act(W_gate x) * W_mlp1 x (SwiGLU, GeGLU)
+    embed_scale: bool = False  # multiply the token embeddings by sqrt(d_e)
+
+    def uses_modern(self) -> bool:
+        "Whether any option, or the kind of positions, differs from the paper's."
+        changed = any(getattr(self, f.name) != f.default
+                      for f in fields(ModernOptions))
+        return changed or self.positions not in ("learned", "sinusoidal")
+
+
+def _modern():
+    "Chapter 10's module (it imports this one, so it is loaded when first needed)."
+    from transformer_nb import modern
+    return modern
+
+
+def make_norm(cfg: TransformerConfig, d: int | None = None) -> nn.Module:
+    "A layer_norm of width d (default d_e), or RMSnorm if cfg.norm_kind == 'rms'."
+    if cfg.norm_kind == "rms":
+        return _modern().RMSNorm(d or cfg.d_e, eps=cfg.eps)
+    return LayerNorm(d or cfg.d_e, eps=cfg.eps, bias=cfg.bias)
 
 # %% ../nbs/06_architectures.ipynb #75ffe422
 @dataclass
-class TransformerConfig:
+class TransformerConfig(ModernOptions):
     "What the three architectures share. Subclasses set each algorithm's defaults."
     N_V: int = 64  # vocabulary size
     l_max: int = 128  # maximum context length
@@ -285,9 +326,8 @@ class Residual(nn.Module):
         super().__init__()
         self.placement, self.alpha = cfg.norm, alpha
         self.sublayer = sublayer
-        self.norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias)
-        peri = cfg.norm == "peri"
-        self.norm_out = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias) if peri else None
+        self.norm = make_norm(cfg)
+        self.norm_out = make_norm(cfg) if cfg.norm == "peri" else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, *args, dual: Tensor | None = None, **kwargs):
@@ -309,21 +349,29 @@ class Layer(nn.Module):
     def __init__(self, cfg: TransformerConfig, causal: bool, cross: bool = False,
                  alpha: float = 1.0):
         super().__init__()
-        self.causal = causal
-        attn = MultiHeadAttention(cfg.d_e, cfg.H, bias=cfg.bias)
+        self.causal, self.parallel = causal, cfg.parallel
+        modern = cfg.uses_modern()  # Chapter 10's attention and MLPs
+        attn = (_modern().attention(cfg) if modern
+                else MultiHeadAttention(cfg.d_e, cfg.H, bias=cfg.bias))
         self.attn = Residual(cfg, attn, alpha)
         if cross:
             cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias)
         self.cross = Residual(cfg, cross_attn, alpha) if cross else None
-        self.mlp = Residual(cfg, MLP(cfg), alpha)
+        mlp = _modern().GatedMLP(cfg) if cfg.gated else MLP(cfg)
+        self.mlp = Residual(cfg, mlp, alpha)
 
     def forward(self, x: Tensor, z: Tensor | None = None,
                 x_padding: Tensor | None = None, z_padding: Tensor | None = None,
-                dual: Tensor | None = None, cache: tuple | None = None):
+                dual: Tensor | None = None, cache: tuple | None = None,
+                positions: Tensor | None = None):
         """The layer's output; with ResiDual, pass the dual stream as `dual` and get (x,
         dual) back. `cache`: this layer's (self-attention, cross-attention)
-        `AttentionCache`s."""
+        `AttentionCache`s; `positions` reach rotary attention (Chapter 10)."""
         own, ctx = ({}, {}) if cache is None else ({"cache": c} for c in cache)
+        if positions is not None and getattr(self.attn.sublayer, "rotary", None):
+            own["positions"] = positions
+        if self.parallel:
+            return _modern().parallel_layer(self, x, x_padding, **own)
         x, dual = _apply(self.attn, x, dual, causal=self.causal, padding_mask=x_padding,
                          **own)
         if self.cross is not None:
@@ -382,11 +430,13 @@ class Embedding(nn.Module):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.tok = TokenEmbedding(cfg.N_V, cfg.d_e)
-        self.pos = PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions,
-                                       cfg.sinusoid_base, cfg.sinusoid_convention)
-        norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias)
-        self.norm = norm if cfg.embed_norm else None
+        self.tok, self.l_max = TokenEmbedding(cfg.N_V, cfg.d_e), cfg.l_max
+        self.pos = None  # Chapter 10's positions act inside attention instead
+        if cfg.positions in ("learned", "sinusoidal"):
+            self.pos = PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions,
+                                           cfg.sinusoid_base, cfg.sinusoid_convention)
+        self.norm = make_norm(cfg) if cfg.embed_norm else None
+        self.scale = cfg.d_e ** 0.5 if cfg.embed_scale else None  # Gemma
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, ids: Tensor, positions: Tensor | None = None) -> Tensor:
@@ -394,13 +444,16 @@ class Embedding(nn.Module):
         if ids.shape[1] == 0:
             raise ValueError("the sequences are empty: "
                              "a transformer needs at least one token")
-        if positions is None:
-            e = self.tok(ids) + self.pos(ids.shape[1])
-        else:
+        e = self.tok(ids)
+        if self.scale is not None:  # the scale rounded to e's dtype, as Gemma does
+            e = e * torch.tensor(self.scale, dtype=e.dtype)
+        if positions is None and self.pos is not None:
+            e = e + self.pos(ids.shape[1])
+        elif positions is not None:
             # reading values back would break a graph
             if not torch.compiler.is_compiling():
-                check_length(int(positions.max()) + 1, self.pos.l_max, "positions")
-            e = self.tok(ids) + self.pos.weight[positions]
+                check_length(int(positions.max()) + 1, self.l_max, "positions")
+            e = e if self.pos is None else e + self.pos.weight[positions]
         return self.dropout(self.norm(e) if self.norm is not None else e)
 
 # %% ../nbs/06_architectures.ipynb #25a310ca
@@ -463,8 +516,7 @@ def _final_norm(cfg: TransformerConfig) -> LayerNorm | None:
     """The norm after the last layer: if `final_norm`, and always for ResiDual (the dual
     stream's)."""
     resi = cfg.norm == "resi"
-    norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias)
-    return norm if cfg.final_norm or resi else None
+    return make_norm(cfg) if cfg.final_norm or resi else None
 
 
 def _stack(cfg: TransformerConfig, stack: str, N: int = 0, M: int = 0) -> nn.ModuleList:
@@ -521,7 +573,8 @@ class DTransformer(nn.Module):
         cached positions too."""
         positions = _positions(x, cache, positions)
         h = run_stack(self.layers, self.embed(x, positions), self.final_norm,
-                      self.cfg.norm == "resi", cache=cache, x_padding=padding_mask)
+                      self.cfg.norm == "resi", cache=cache, x_padding=padding_mask,
+                      positions=positions)
         return self.unembed(h)
 
 # %% ../nbs/06_architectures.ipynb #d7a2f8cc
@@ -540,7 +593,7 @@ class ETransformer(nn.Module):
         self.final_norm = _final_norm(cfg)
         self.W_f = nn.Linear(cfg.d_e, cfg.d_f, bias=cfg.bias)
         self.head_act = ACTIVATIONS[cfg.activation]
-        self.head_norm = LayerNorm(cfg.d_f, eps=cfg.eps, bias=cfg.bias)
+        self.head_norm = make_norm(cfg, cfg.d_f)
         self.unembed = Unembedding(cfg.d_f, cfg.N_V, bias=cfg.unembed_bias)
         _initialise(self, cfg, self.layers)
 
