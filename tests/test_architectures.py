@@ -28,7 +28,7 @@ def test_dtransformer_equals_algorithm_10(L, lengths, N_V, H, d_head, d_mlp, bia
     cfg = DTransformerConfig(N_V=N_V, l_max=8, d_e=H * d_head, H=H, d_mlp=d_mlp, L=L, bias=bias)
     model = DTransformer(cfg).double()
     x, pad = batch(lengths, N_V, seed)
-    P = model(x, padding_mask=pad).softmax(-1)
+    P = model(x, x_padding=pad).softmax(-1)
     theta = paper_params(model)
     for b, n in enumerate(lengths):
         torch.testing.assert_close(P[b, :n].T, d_transformer_ref(x[b, :n].tolist(), theta, eps=cfg.eps), **TOL)
@@ -41,7 +41,7 @@ def test_etransformer_equals_algorithm_9(L, d_f, lengths, N_V, H, d_head, d_mlp,
     cfg = ETransformerConfig(N_V=N_V, l_max=8, d_e=H * d_head, H=H, d_mlp=d_mlp, L=L, d_f=d_f, bias=bias)
     model = ETransformer(cfg).double()
     x, pad = batch(lengths, N_V, seed)
-    P = model(x, padding_mask=pad).softmax(-1)
+    P = model(x, x_padding=pad).softmax(-1)
     theta = paper_params(model)
     for b, n in enumerate(lengths):
         torch.testing.assert_close(P[b, :n].T, e_transformer_ref(x[b, :n].tolist(), theta, eps=cfg.eps), **TOL)
@@ -159,3 +159,25 @@ def test_reference_rejects_empty_and_overlong_sequences():
         d_transformer_ref([], theta)
     with pytest.raises(ValueError, match="l_max = 4"):
         d_transformer_ref([1, 2, 3, 4, 5], theta)
+
+
+def test_padding_arguments_have_one_spelling_and_are_keyword_only():
+    "Every public callable spells padding `x_padding`/`z_padding`, keyword-only."
+    import inspect
+    import transformer_nb.architectures as A, transformer_nb.components as C
+    import transformer_nb.inference as I, transformer_nb.training as T
+    seen = 0
+    for mod in (A, C, I, T):
+        for name, obj in vars(mod).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != mod.__name__:
+                continue
+            fns = [obj] if inspect.isfunction(obj) else [
+                f for n, f in vars(obj).items() if inspect.isfunction(f) and not n.startswith("_")
+                or n == "forward"] if inspect.isclass(obj) else []
+            for fn in fns:
+                for p in inspect.signature(fn).parameters.values():
+                    assert "padding_mask" not in p.name, f"{name}.{fn.__name__}: {p.name}"
+                    if p.name in ("x_padding", "z_padding") and fn.__name__ != "positions_of":
+                        assert p.kind is p.KEYWORD_ONLY, f"{name}.{fn.__name__}: {p.name}"
+                        seen += 1
+    assert seen >= 8  # the three models, the classifier, attention, generate, ed_generate

@@ -168,7 +168,7 @@ def test_mha_equals_torch_multiheadattention(case, fast):
         ref_kw["attn_mask"] = ~causal_mask(l_x).T  # torch: True = not allowed, query-major
     if "padding" in case:
         pad = torch.arange(l_x)[None, :] >= torch.tensor([5, 3, 4])[:, None]
-        kw["padding_mask"] = ref_kw["key_padding_mask"] = pad
+        kw["z_padding"] = ref_kw["key_padding_mask"] = pad
     y, w = ours(x, z if cross else None, need_weights=True, fast=fast, **kw)
     y_ref, w_ref = ref(x, z, z, need_weights=True, average_attn_weights=False, **ref_kw)
     torch.testing.assert_close(y, y_ref, **TOL)
@@ -182,7 +182,7 @@ def test_padded_batch_equals_each_sequence_alone(causal):
     lengths = [6, 2, 4]
     x = randn(3, 6, 8, seed=10)
     pad = torch.arange(6)[None, :] >= torch.tensor(lengths)[:, None]
-    y = mha(x, causal=causal, padding_mask=pad)
+    y = mha(x, causal=causal, z_padding=pad)
     for b, n in enumerate(lengths):
         torch.testing.assert_close(y[b, :n], mha(x[b:b + 1, :n], causal=causal)[0], **TOL)
 
@@ -282,7 +282,7 @@ def test_gradcheck_batched_attention(causal):
     x = randn(2, 3, 4, seed=16).requires_grad_()
     pad = torch.tensor([[False, False, False], [False, False, True]])
     for fast in (True, False):
-        assert torch.autograd.gradcheck(lambda x: mha(x, causal=causal, padding_mask=pad, fast=fast), (x,))
+        assert torch.autograd.gradcheck(lambda x: mha(x, causal=causal, z_padding=pad, fast=fast), (x,))
 
 
 def test_gradcheck_layer_norm():
@@ -312,7 +312,7 @@ def test_gradcheck_layer_norm():
     (lambda: MultiHeadAttention(8, 2)(torch.zeros(2, 3, 8), torch.zeros(2, 3, 8)), "cross=True"),
     (lambda: MultiHeadAttention(8, 2, cross=True)(torch.zeros(2, 3, 8), torch.zeros(3, 4, 8)), "batch sizes"),
     (lambda: MultiHeadAttention(8, 2)(torch.zeros(2, 3, 8), mask=torch.ones(3, 4, dtype=torch.bool)), "mask must"),
-    (lambda: MultiHeadAttention(8, 2)(torch.zeros(2, 3, 8), padding_mask=torch.zeros(2, 4, dtype=torch.bool)), "padding_mask"),
+    (lambda: MultiHeadAttention(8, 2)(torch.zeros(2, 3, 8), z_padding=torch.zeros(2, 4, dtype=torch.bool)), "z_padding"),
     (lambda: attention_ref(torch.zeros(3, 4), torch.zeros(3, 5), AttentionParams.random(3, 3, 2, 2), causal_mask(4)), "Mask"),
     (lambda: attention_ref(torch.zeros(3, 4), torch.zeros(2, 4), AttentionParams.random(3, 3, 2, 2), causal_mask(4)), "W_k"),
     (lambda: LayerNorm(6)(torch.zeros(2, 5)), "LayerNorm"),

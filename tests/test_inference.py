@@ -83,7 +83,7 @@ def test_left_padded_batch_equals_each_prompt_alone():
     ids = torch.tensor([[0, 0, 8, 9, 10], [1, 2, 3, 4, 5]])
     pad = torch.tensor([[True, True, False, False, False], [False] * 5])
     alone = generate(model, [8, 9, 10], 6, greedy=True)
-    assert generate(model, ids, 6, greedy=True, padding_mask=pad)[0] == alone
+    assert generate(model, ids, 6, greedy=True, x_padding=pad)[0] == alone
 
 
 def test_top_k_one_is_greedy_and_top_k_restricts_the_support():

@@ -91,7 +91,7 @@ def test_bert_into_etransformer_with_padding():
     x, pad = padded([12, 7, 3], 89, seed=4)
     with torch.no_grad():
         theirs = hf(x, attention_mask=(~pad).long()).logits
-        assert (ours(x, padding_mask=pad) - theirs)[~pad].abs().max() < ATOL
+        assert (ours(x, x_padding=pad) - theirs)[~pad].abs().max() < ATOL
 
 
 def test_etransformer_into_bert():

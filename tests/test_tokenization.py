@@ -257,7 +257,7 @@ def test_pad_shapes_and_mask():
         pad([], pad_id=0)
 
 
-def test_padding_mask_works_with_multi_head_attention(bpe):
+def test_z_padding_works_with_multi_head_attention(bpe):
     texts = ["To be, or not to be", "Ay", "that is the question:"]
     seqs = [bpe.encode(t, bos=True) for t in texts]
     ids, mask = bpe.pad(seqs)
@@ -266,7 +266,7 @@ def test_padding_mask_works_with_multi_head_attention(bpe):
     emb = torch.nn.Embedding(bpe.vocab_size, 16)
     mha = MultiHeadAttention(d_x=16, H=2)
     with torch.no_grad():
-        y = mha(emb(ids), padding_mask=mask)
+        y = mha(emb(ids), z_padding=mask)
         for b, s in enumerate(seqs):
             alone = mha(emb(torch.tensor([s])))
             torch.testing.assert_close(y[b, :len(s)], alone[0], atol=1e-5, rtol=1e-5)

@@ -360,8 +360,8 @@ class Layer(nn.Module):
         mlp = _modern().GatedMLP(cfg) if cfg.gated else MLP(cfg)
         self.mlp = Residual(cfg, mlp, alpha)
 
-    def forward(self, x: Tensor, z: Tensor | None = None,
-                x_padding: Tensor | None = None, z_padding: Tensor | None = None,
+    def forward(self, x: Tensor, z: Tensor | None = None, *,
+                z_padding: Tensor | None = None, x_padding: Tensor | None = None,
                 dual: Tensor | None = None, cache: tuple | None = None,
                 positions: Tensor | None = None):
         """The layer's output; with ResiDual, pass the dual stream as `dual` and get (x,
@@ -372,10 +372,10 @@ class Layer(nn.Module):
             own["positions"] = positions
         if self.parallel:
             return _modern().parallel_layer(self, x, x_padding, **own)
-        x, dual = _apply(self.attn, x, dual, causal=self.causal, padding_mask=x_padding,
+        x, dual = _apply(self.attn, x, dual, causal=self.causal, z_padding=x_padding,
                          **own)
         if self.cross is not None:
-            x, dual = _apply(self.cross, x, dual, z, padding_mask=z_padding, **ctx)
+            x, dual = _apply(self.cross, x, dual, z, z_padding=z_padding, **ctx)
         x, dual = _apply(self.mlp, x, dual)
         return x if dual is None else (x, dual)
 
@@ -564,16 +564,16 @@ class DTransformer(nn.Module):
         self.unembed = Unembedding(cfg.d_e, cfg.N_V, bias=cfg.unembed_bias)
         _initialise(self, cfg, self.layers)
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None, *,
+    def forward(self, x: Tensor, *, x_padding: Tensor | None = None,
                 cache: KVCache | None = None,
                 positions: Tensor | None = None) -> Tensor:
         """Logits (B, T, N_V). With a `KVCache(L, l_max)`, x holds only the new tokens:
         they sit at the positions after the cached ones (or at `positions`), attend
-        to every cached position, and are appended; `padding_mask` then covers the
+        to every cached position, and are appended; `x_padding` then covers the
         cached positions too."""
         positions = _positions(x, cache, positions)
         h = run_stack(self.layers, self.embed(x, positions), self.final_norm,
-                      self.cfg.norm == "resi", cache=cache, x_padding=padding_mask,
+                      self.cfg.norm == "resi", cache=cache, x_padding=x_padding,
                       positions=positions)
         return self.unembed(h)
 
@@ -597,14 +597,15 @@ class ETransformer(nn.Module):
         self.unembed = Unembedding(cfg.d_f, cfg.N_V, bias=cfg.unembed_bias)
         _initialise(self, cfg, self.layers)
 
-    def hidden_states(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+    def hidden_states(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
         "The encoder's output (B, T, d_e), before the output head."
         resi = self.cfg.norm == "resi"
         return run_stack(self.layers, self.embed(x), self.final_norm, resi,
-                         x_padding=padding_mask)
+                         x_padding=x_padding)
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        h = self.head_norm(self.head_act(self.W_f(self.hidden_states(x, padding_mask))))
+    def forward(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
+        h = self.W_f(self.hidden_states(x, x_padding=x_padding))
+        h = self.head_norm(self.head_act(h))
         return self.unembed(h)
 
 # %% ../nbs/06_architectures.ipynb #f51f9574
@@ -622,14 +623,14 @@ class EDTransformer(nn.Module):
         self.unembed = Unembedding(cfg.d_e, cfg.N_V, bias=cfg.unembed_bias)
         _initialise(self, cfg, self.encoder, self.decoder)
 
-    def encode(self, z: Tensor, z_padding: Tensor | None = None) -> Tensor:
+    def encode(self, z: Tensor, *, z_padding: Tensor | None = None) -> Tensor:
         "The encoded context Z, shape (B, T_z, d_e)."
         resi = self.cfg.norm == "resi"
         return run_stack(self.encoder, self.embed(z), self.enc_norm, resi,
                          x_padding=z_padding)
 
-    def decode(self, x: Tensor, Z: Tensor, x_padding: Tensor | None = None,
-               z_padding: Tensor | None = None, *, cache: KVCache | None = None,
+    def decode(self, x: Tensor, Z: Tensor, *, z_padding: Tensor | None = None,
+               x_padding: Tensor | None = None, cache: KVCache | None = None,
                positions: Tensor | None = None) -> Tensor:
         "Logits (B, T_x, N_V) of x given Z; a cache as in DTransformer (Z's K/V kept)."
         if Z.shape[0] != x.shape[0]:
@@ -641,11 +642,12 @@ class EDTransformer(nn.Module):
                       z_padding=z_padding)
         return self.unembed(h)
 
-    def forward(self, z: Tensor, x: Tensor, z_padding: Tensor | None = None,
+    def forward(self, z: Tensor, x: Tensor, *, z_padding: Tensor | None = None,
                 x_padding: Tensor | None = None) -> Tensor:
         check_shape(z, (None, None), "context z (batch, length)")
         check_shape(x, (None, None), "primary x (batch, length)")  # decode checks B
-        return self.decode(x, self.encode(z, z_padding), x_padding, z_padding)
+        Z = self.encode(z, z_padding=z_padding)
+        return self.decode(x, Z, x_padding=x_padding, z_padding=z_padding)
 
 # %% ../nbs/06_architectures.ipynb #c481dfc2
 def _gamma_beta(norm: LayerNorm) -> tuple[Tensor, Tensor]:
@@ -701,12 +703,12 @@ class SequenceClassifier(nn.Module):
     def config_dict(self) -> dict:
         return {**asdict(self.cfg), "n_classes": self.n_classes}
 
-    def forward(self, x: Tensor, padding_mask: Tensor | None = None) -> Tensor:
-        h = self.encoder.hidden_states(x, padding_mask)  # (B, T, d_e)
-        if padding_mask is None:
+    def forward(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
+        h = self.encoder.hidden_states(x, x_padding=x_padding)  # (B, T, d_e)
+        if x_padding is None:
             keep = torch.ones_like(x, dtype=h.dtype)
         else:
-            keep = (~padding_mask).to(h.dtype)
+            keep = (~x_padding).to(h.dtype)
         pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
         return self.W_c(pooled)  # class logits (B, n_classes)
 

@@ -289,7 +289,7 @@ def _causal_allowed(l_x: int, l_z: int, device) -> Tensor:
 
 
 def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None,
-                  padding_mask: Tensor | None, device) -> Tensor | None:
+                  *, z_padding: Tensor | None, device) -> Tensor | None:
     "One bool mask (B, 1, l_x, l_z), True: may attend; None if none."
     parts = []
     if mask is not None:
@@ -297,9 +297,9 @@ def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None,
         parts.append(mask.bool().reshape(-1, 1, l_x, l_z))
     if causal:
         parts.append(_causal_allowed(l_x, l_z, device))
-    if padding_mask is not None:
+    if z_padding is not None:
         # (B, 1, 1, l_z): padded keys are not allowed
-        parts.append(~padding_mask.bool()[:, None, None, :])
+        parts.append(~z_padding.bool()[:, None, None, :])
     if not parts:
         return None
     return functools.reduce(operator.and_, parts).expand(B, 1, l_x, l_z)
@@ -379,23 +379,23 @@ MultiHeadAttention.project = _project
 # %% ../nbs/05_components.ipynb #240c9b7f
 def _forward(self: MultiHeadAttention, x: Tensor, z: Tensor | None = None, *,
              causal: bool = False, mask: Tensor | None = None,
-             padding_mask: Tensor | None = None, need_weights: bool = False,
+             z_padding: Tensor | None = None, need_weights: bool = False,
              fast: bool = True, cache: AttentionCache | None = None):
     """Attend from `x` to `z` (to `x` itself when `z` is None): (B, l_x, d_out), and
     the weights (B, H, l_x, l_z) if `need_weights`. `mask`: bool (l_x, l_z) or
-    (B, l_x, l_z), True = may attend (the paper's Mask, transposed). `padding_mask`:
+    (B, l_x, l_z), True = may attend (the paper's Mask, transposed). `z_padding`:
     bool (B, l_z), True = padding. `cache`: an `AttentionCache` (context: all cached).
     """
-    z = _check_inputs(self, x, z, mask, padding_mask, cache)
+    z = _check_inputs(self, x, z, mask, z_padding, cache)
     q, k, v = self.project(x, z, cache)
     B, l_x, l_z = x.shape[0], x.shape[1], k.shape[2]
     explicit = need_weights or not fast
     causal = causal and l_x > 1  # a single query, the last position, sees every key
     # The fused kernel applies a square causal mask itself; other cases get a mask.
-    kernel_causal = (causal and not explicit and mask is None and padding_mask is None
+    kernel_causal = (causal and not explicit and mask is None and z_padding is None
                      and l_x == l_z)
     allowed = combine_masks(B, l_x, l_z, causal and not kernel_causal, mask,
-                            padding_mask, x.device)
+                            z_padding=z_padding, device=x.device)
     empty = None
     if allowed is not None:
         empty = ~allowed.any(dim=-1, keepdim=True)  # queries with nothing to attend to
@@ -417,7 +417,7 @@ def _forward(self: MultiHeadAttention, x: Tensor, z: Tensor | None = None, *,
 MultiHeadAttention.forward = _forward
 
 # %% ../nbs/05_components.ipynb #1223f9d7
-def _check_inputs(self: MultiHeadAttention, x, z, mask, padding_mask, cache) -> Tensor:
+def _check_inputs(self: MultiHeadAttention, x, z, mask, z_padding, cache) -> Tensor:
     "The context z (x itself for self-attention), after checking every shape."
     check_shape(x, (None, None, self.d_x), "x (batch, l_x, d_x)")
     if self.cross and z is None and (cache is None or cache.k is None):
@@ -437,8 +437,8 @@ def _check_inputs(self: MultiHeadAttention, x, z, mask, padding_mask, cache) -> 
         raise ValueError(f"mask must have shape (l_x, l_z) = {(x.shape[1], l_z)} "
                          "(query-major, the paper's Mask transposed), "
                          f"got {tuple(mask.shape)}")
-    if padding_mask is not None:
-        check_shape(padding_mask, (z.shape[0], l_z), "padding_mask (batch, l_z)")
+    if z_padding is not None:
+        check_shape(z_padding, (z.shape[0], l_z), "z_padding (batch, l_z)")
     return z
 
 # %% ../nbs/05_components.ipynb #36636abc

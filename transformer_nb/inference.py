@@ -126,10 +126,10 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 # %% ../nbs/07b_inference.ipynb #822e27de
-def positions_of(padding_mask: Tensor) -> Tensor:
+def positions_of(x_padding: Tensor) -> Tensor:
     """Each token's position counted over the real tokens of its row (padding mask True
     = padding)."""
-    return ((~padding_mask).long().cumsum(1) - 1).clamp(min=0)
+    return ((~x_padding).long().cumsum(1) - 1).clamp(min=0)
 
 
 def _token_batch(seqs, padding: Tensor | None, N_V: int, device, name: str = "prompt",
@@ -179,8 +179,8 @@ def _continue(model: DTransformer, ids: Tensor, padding: Tensor, n: int, next_to
             cache, fresh = KVCache(model.cfg.L, l_max), ids
         start = cache.length if use_cache else 0
         positions = positions_of(padding)[:, start:] if padded else None
-        logits = model(fresh if use_cache else ids, padding if padded else None,
-                       cache=cache, positions=positions)[:, -1]
+        logits = model(fresh if use_cache else ids, cache=cache, positions=positions,
+                       x_padding=padding if padded else None)[:, -1]
         y = next_token(logits)
         out.append(y)
         done |= torch.isin(y, stop)
@@ -204,10 +204,10 @@ def _cut_at_stop(row: list[int], stop: set[int]) -> list[int]:
 
 # %% ../nbs/07b_inference.ipynb #faad083e
 @torch.inference_mode()
-def generate(model: DTransformer, prompts, max_new_tokens: int,
+def generate(model: DTransformer, prompts, max_new_tokens: int, *,
              temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, greedy: bool = False, stop_tokens=(),
-             padding_mask: Tensor | None = None, use_cache: bool = True,
+             x_padding: Tensor | None = None, use_cache: bool = True,
              keep: int | None = None, generator: torch.Generator | None = None):
     """Continue each prompt by up to max_new_tokens tokens (see the text for the
     options)."""
@@ -219,7 +219,7 @@ def generate(model: DTransformer, prompts, max_new_tokens: int,
                          f"got {keep}")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    ids, padding, single = _token_batch(prompts, padding_mask, model.cfg.N_V, device)
+    ids, padding, single = _token_batch(prompts, x_padding, model.cfg.N_V, device)
     ids, padding = ids[:, -l_max:], padding[:, -l_max:]
     stop = torch.tensor(sorted(set(stop_tokens)), dtype=torch.long, device=device)
     def next_token(logits):
@@ -246,7 +246,7 @@ def _check_max_len(model: EDTransformer, max_len: int) -> None:
 
 @torch.inference_mode()
 def ed_generate(model: EDTransformer, z, bos_token: int, eos_token: int, max_len: int,
-                greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
+                *, greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, z_padding: Tensor | None = None,
                 generator: torch.Generator | None = None) -> list[list[int]]:
     """Algorithm 15 for a batch of contexts, encoding once: the tokens after bos_token,
@@ -259,12 +259,12 @@ def ed_generate(model: EDTransformer, z, bos_token: int, eos_token: int, max_len
     was_training = model.training
     model.eval()
     try:
-        Z = model.encode(z, z_pad)
+        Z = model.encode(z, z_padding=z_pad)
         cache = KVCache(model.cfg.L_dec, model.cfg.l_max, cross=True)
         x = torch.full((z.shape[0], 1), bos_token, dtype=torch.long, device=device)
         done = torch.zeros(z.shape[0], dtype=torch.bool, device=device)
         for _ in range(max_len):
-            logits = model.decode(x[:, -1:], Z, None, z_pad, cache=cache)[:, -1]
+            logits = model.decode(x[:, -1:], Z, z_padding=z_pad, cache=cache)[:, -1]
             y = sample_next(logits, temperature, top_k, top_p, greedy, generator)
             x = torch.cat([x, y[:, None]], 1)
             done |= y == eos_token
@@ -314,7 +314,7 @@ def beam_search(model: EDTransformer, z: list[int], bos_token: int, eos_token: i
     was_training = model.training
     model.eval()
     try:
-        Z = model.encode(z, z_pad)
+        Z = model.encode(z, z_padding=z_pad)
         cache = KVCache(model.cfg.L_dec, model.cfg.l_max, cross=True)
         beams, finished = [([bos_token], 0.0)], []  # (tokens, total log-probability)
         for _ in range(max_len):
@@ -338,16 +338,16 @@ def beam_search(model: EDTransformer, z: list[int], bos_token: int, eos_token: i
 # %% ../nbs/07b_inference.ipynb #8ee084a5
 @torch.no_grad()
 def cross_attention(model: EDTransformer, z: Tensor, x: Tensor, layer: int = -1,
-                    z_padding: Tensor | None = None) -> Tensor:
+                    *, z_padding: Tensor | None = None) -> Tensor:
     """Cross-attention weights (B, H, l_x, l_z) of decoder layer `layer` when the model
     reads (z, x)."""
     target, seen = model.decoder[layer].cross, {}
     hook = target.register_forward_pre_hook(
         lambda mod, args: seen.update(x=args[0], z=args[1]))
     try:
-        model(z, x, z_padding)
+        model(z, x, z_padding=z_padding)
     finally:
         hook.remove()
     x_in = target.norm(seen["x"]) if target.placement == "pre" else seen["x"]
-    return target.sublayer(x_in, seen["z"], padding_mask=z_padding,
+    return target.sublayer(x_in, seen["z"], z_padding=z_padding,
                            need_weights=True)[1]

@@ -364,7 +364,7 @@ class PairBatches(BatchSampler):
 
 # %% ../nbs/07a_training.ipynb #3e0eb012
 class ClassBatches(BatchSampler):
-    "Random (sequence, class) examples, right-padded: (x, padding_mask, classes)."
+    "Random (sequence, class) examples, right-padded: (x, x_padding, classes)."
 
     def __init__(self, examples: list[tuple[list[int], int]], batch_size: int,
                  pad_id: int, seed: int = 0):
@@ -407,7 +407,7 @@ def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     """Mean of -log P[x[t+1], t] given z over the real (unpadded) target tokens
     (Algorithm 11's summand)."""
     z, z_pad, x, x_pad = batch
-    logits = model(z, x[:, :-1], z_pad, x_pad[:, :-1])
+    logits = model(z, x[:, :-1], z_padding=z_pad, x_padding=x_pad[:, :-1])
     targets = x[:, 1:].masked_fill(x_pad[:, 1:], -100)
     logits = wide_logits(logits).flatten(0, 1)
     return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
@@ -416,7 +416,7 @@ def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
 def classification_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
     "Mean of -log P(c | x) over a batch of sequences and classes."
     x, x_pad, c = batch
-    return F.cross_entropy(wide_logits(model(x, x_pad)), c)
+    return F.cross_entropy(wide_logits(model(x, x_padding=x_pad)), c)
 
 # %% ../nbs/07a_training.ipynb #953a7fbf
 def _to_device(batch, device: torch.device):
