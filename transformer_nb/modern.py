@@ -20,9 +20,10 @@ from .components import AttentionCache, check_shape
 from .interop import Link, export_links, load_links
 
 # %% auto #0
-__all__ = ['rms_norm_ref', 'RMSNorm', 'rope_ref', 'Rotary', 'gated_mlp_ref', 'GatedMLP', 'GQAParams', 'alibi_slopes',
-           'gq_attention_ref', 'Attention', 'gqa_params', 'parallel_layer_ref', 'parallel_layer', 'attention',
-           'check_options']
+__all__ = ['LLAMA_FAMILIES', 'HF_LOADERS', 'rms_norm_ref', 'RMSNorm', 'rope_ref', 'Rotary', 'gated_mlp_ref', 'GatedMLP',
+           'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'Attention', 'gqa_params', 'parallel_layer_ref',
+           'parallel_layer', 'attention', 'check_options', 'llama_config', 'llama_links', 'from_llama', 'llama_family',
+           'to_llama', 'to_hf_modern']
 
 # %% ../nbs/10_modern.ipynb #291290d5
 @algorithm(16, "rms_norm", batched="modern.RMSNorm", beyond_paper=True)
@@ -32,20 +33,22 @@ def rms_norm_ref(e: Tensor, gamma: Tensor, eps: float = 0.0) -> Tensor:
     v = (e**2).sum() / d_e  # line 1: Algorithm 6's variance with m = 0
     return e / torch.sqrt(v + eps) * gamma  # line 2: its line 3 with m = beta = 0
 
-# %% ../nbs/10_modern.ipynb #73ef174e
+# %% ../nbs/10_modern.ipynb #2b2808e3
 class RMSNorm(nn.Module):
-    "Algorithm 16, batched: normalise the last axis of (..., d_e), then scale by gamma."
+    """Algorithm 16, batched: normalise the last axis of (..., d_e), then scale by
+    gamma. `compute_dtype`: the dtype of the sums (default: x's, float32 at least)."""
 
-    def __init__(self, d_e: int, eps: float = 1e-6):
+    def __init__(self, d_e: int, eps: float = 1e-6,
+                 compute_dtype: torch.dtype | None = None):
         super().__init__()
-        self.d_e, self.eps = d_e, eps
+        self.d_e, self.eps, self.compute_dtype = d_e, eps, compute_dtype
         self.gamma = nn.Parameter(torch.ones(d_e))
         self.beta = None  # RMSnorm has no offset
 
     def forward(self, x: Tensor) -> Tensor:
         check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
                     f"input of RMSNorm(d_e={self.d_e})")
-        h = x.to(torch.promote_types(x.dtype, torch.float32))
+        h = x.to(self.compute_dtype or torch.promote_types(x.dtype, torch.float32))
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.gamma * h.to(x.dtype)
 
@@ -345,3 +348,164 @@ def check_options(cfg: TransformerConfig) -> None:
         raise ValueError(f"positions='alibi' needs H a power of two, got H = {cfg.H}")
     if cfg.parallel and cfg.norm != "pre":
         raise ValueError(f"parallel=True needs norm='pre', got norm={cfg.norm!r}")
+
+# %% ../nbs/10_modern.ipynb #07121793
+_ACTIVATIONS_HF = {"silu": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh"}
+LLAMA_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2",
+                  "qwen3": "Qwen3"}
+
+
+def _refuse(family: str, field: str, value, why: str):
+    raise ValueError(f"{family}: {field} = {value!r} cannot be represented ({why})")
+
+
+def _hf_rope(c, family: str) -> float:
+    "RoPE's base theta from a Hugging Face config (plain RoPE only)."
+    rope = getattr(c, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        _refuse(family, "rope_parameters['rope_type']", rope["rope_type"],
+                "only plain RoPE is implemented")
+    return float(rope.get("rope_theta", getattr(c, "rope_theta", 10_000.0)))
+
+
+def _hf_window(c, family: str) -> int | None:
+    "Mistral's sliding window; the others must attend to everything in every layer."
+    layer_types = set(getattr(c, "layer_types", None) or ["full_attention"])
+    if family == "mistral":
+        return getattr(c, "sliding_window", None)
+    if layer_types != {"full_attention"}:
+        _refuse(family, "layer_types", sorted(layer_types), "one kind of attention "
+                "for every layer")
+    return None
+
+# %% ../nbs/10_modern.ipynb #6d157255
+def _hf_biases(c, family: str) -> tuple[bool, bool | None]:
+    "(bias, qkv_bias): Qwen2 has biases on W_q, W_k, W_v only."
+    if family == "qwen2":
+        return False, True
+    attn, mlp = getattr(c, "attention_bias", False), getattr(c, "mlp_bias", False)
+    if family == "qwen3" and attn:  # biases on W_q, W_k, W_v and W_o, none in the MLP
+        _refuse(family, "attention_bias", attn, "W_o's bias goes with the MLP's")
+    if attn != mlp:
+        _refuse(family, "attention_bias", attn, f"it differs from mlp_bias = {mlp}")
+    return attn, None
+
+
+def llama_config(c) -> DTransformerConfig:
+    "The DTransformerConfig of a Hugging Face Llama, Mistral, Qwen2 or Qwen3 config."
+    family = c.model_type
+    if c.hidden_act not in _ACTIVATIONS_HF:
+        _refuse(family, "hidden_act", c.hidden_act, "not an activation we have")
+    head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    bias, qkv_bias = _hf_biases(c, family)
+    return DTransformerConfig(
+        N_V=c.vocab_size, l_max=c.max_position_embeddings, d_e=c.hidden_size,
+        H=c.num_attention_heads, H_kv=c.num_key_value_heads or c.num_attention_heads,
+        d_head=head, d_mlp=c.intermediate_size, L=c.num_hidden_layers, norm="pre",
+        final_norm=True, norm_kind="rms", eps=c.rms_norm_eps, positions="rope",
+        rope_base=_hf_rope(c, family), gated=True,
+        activation=_ACTIVATIONS_HF[c.hidden_act], bias=bias, qkv_bias=qkv_bias,
+        qk_norm=family == "qwen3", window=_hf_window(c, family),
+        tie_embeddings=c.tie_word_embeddings)
+
+# %% ../nbs/10_modern.ipynb #2330d532
+def llama_links(cfg: DTransformerConfig) -> list[Link]:
+    "Our DTransformer's parameters and their names in LlamaForCausalLM and its kin."
+    links = [Link("embed.tok.weight", ("model.embed_tokens.weight",)),
+             Link("final_norm.gamma", ("model.norm.weight",))]
+    qkv_bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
+    for i in range(cfg.L):
+        ours, theirs = f"layers.{i}", f"model.layers.{i}"
+        att, their_att = f"{ours}.attn.sublayer", f"{theirs}.self_attn"
+        for part in ("weight", "bias") if qkv_bias else ("weight",):
+            qkv = tuple(f"{their_att}.{n}_proj.{part}" for n in "qkv")
+            links.append(Link(f"{att}.qkv.{part}", qkv))
+        pairs = [(f"{att}.o", f"{their_att}.o_proj")]
+        pairs += [(f"{ours}.mlp.sublayer.{our}", f"{theirs}.mlp.{their}") for our, their
+                  in (("W_gate", "gate_proj"), ("W_mlp1", "up_proj"),
+                      ("W_mlp2", "down_proj"))]
+        for our, their in pairs:
+            for part in ("weight", "bias") if cfg.bias else ("weight",):
+                links.append(Link(f"{our}.{part}", (f"{their}.{part}",)))
+        norms = [("attn.norm", "input_layernorm"), ("mlp.norm", "post_attention_layernorm")]
+        if cfg.qk_norm:
+            norms += [("attn.sublayer.q_norm", "self_attn.q_norm"),
+                      ("attn.sublayer.k_norm", "self_attn.k_norm")]
+        links += [Link(f"{ours}.{our}.gamma", (f"{theirs}.{their}.weight",))
+                  for our, their in norms]
+    if not cfg.tie_embeddings:
+        links.append(Link("unembed.W_u.weight", ("lm_head.weight",)))
+    return links
+
+# %% ../nbs/10_modern.ipynb #24c1da32
+def from_llama(hf_model) -> DTransformer:
+    "A DTransformer holding a Hugging Face Llama, Mistral, Qwen2 or Qwen3 causal LM."
+    cfg = llama_config(hf_model.config)
+    model = DTransformer(cfg).to(next(hf_model.parameters()).dtype)
+    load_links(model, hf_model.state_dict(), llama_links(cfg))
+    for norm in model.modules():  # Hugging Face normalises in float32, even in float64
+        if isinstance(norm, RMSNorm):
+            norm.compute_dtype = torch.float32
+    return model.eval()
+
+
+def llama_family(cfg: DTransformerConfig) -> str:
+    "Which of the four families holds `cfg`, or a ValueError naming the field that none can."
+    wanted = {"norm": "pre", "final_norm": True, "norm_kind": "rms", "positions": "rope",
+              "gated": True, "parallel": False, "rotary_dims": None, "embed_norm": False,
+              "embed_scale": False, "unembed_bias": False, "dropout": 0.0}
+    for name, value in wanted.items():
+        if getattr(cfg, name) != value:
+            raise ValueError(f"{name} = {getattr(cfg, name)!r}: the Llama family needs "
+                             f"{name} = {value!r}")
+    if cfg.activation not in _ACTIVATIONS_HF.values():
+        raise ValueError(f"activation = {cfg.activation!r} has no Hugging Face name")
+    if cfg.qk_norm:
+        family = "qwen3"
+    elif cfg.qkv_bias and not cfg.bias:
+        family = "qwen2"
+    else:
+        family = "mistral" if cfg.window else "llama"
+    if cfg.window and family != "mistral":
+        raise ValueError(f"window = {cfg.window}: only Mistral has a sliding window here")
+    if cfg.qkv_bias not in (None, cfg.bias) and family != "qwen2" or (
+            family in ("qwen2", "qwen3") and cfg.bias):
+        raise ValueError(f"qkv_bias = {cfg.qkv_bias} with bias = {cfg.bias}: no family "
+                         "has these biases")
+    return family
+
+# %% ../nbs/10_modern.ipynb #5edfb726
+def _hf_kwargs(cfg: DTransformerConfig, family: str) -> dict:
+    hf_act = {ours: theirs for theirs, ours in _ACTIVATIONS_HF.items()}
+    kw = dict(vocab_size=cfg.N_V, hidden_size=cfg.d_e, intermediate_size=cfg.d_mlp,
+              num_hidden_layers=cfg.L, num_attention_heads=cfg.H,
+              num_key_value_heads=cfg.H_kv or cfg.H, head_dim=cfg.d_head or cfg.d_e // cfg.H,
+              max_position_embeddings=cfg.l_max, rms_norm_eps=cfg.eps,
+              hidden_act=hf_act[cfg.activation], tie_word_embeddings=cfg.tie_embeddings,
+              rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_base},
+              bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    if family == "llama":
+        kw.update(attention_bias=cfg.bias, mlp_bias=cfg.bias)
+    if family == "mistral":
+        kw.update(sliding_window=cfg.window)
+    return kw
+
+
+def to_llama(model: DTransformer):
+    "The Hugging Face causal LM (Llama, Mistral, Qwen2 or Qwen3) of our model."
+    import transformers
+    family = llama_family(model.cfg)
+    name = LLAMA_FAMILIES[family]
+    hf_config = getattr(transformers, f"{name}Config")(**_hf_kwargs(model.cfg, family))
+    hf = getattr(transformers, f"{name}ForCausalLM")(hf_config)
+    hf = hf.to(next(model.parameters()).dtype).eval()
+    export_links(model, hf, llama_links(model.cfg))
+    return hf
+
+
+HF_LOADERS = {family: from_llama for family in LLAMA_FAMILIES}
+
+
+def to_hf_modern(model: DTransformer):
+    "The Hugging Face model of a DTransformer that uses Chapter 10's options."
+    return to_llama(model)
