@@ -1,5 +1,5 @@
 """Chapter 10: the course's own parts against their reference forms, in models with the KV cache, and
-Llama, Mistral, Qwen2 and Qwen3 (built from small random configs, never downloaded) against Hugging Face:
+Llama, Mistral, Qwen2, Qwen3 and GPT-NeoX (built from small random configs, never downloaded) against Hugging Face:
 logits on a padded batch, greedy generation on a left-padded batch, and the round trip."""
 import pytest
 import torch
@@ -24,13 +24,18 @@ FAMILIES = {
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=5)),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16)),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(num_key_value_heads=None)),
+    "gpt_neox_sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(
+        num_key_value_heads=None, use_parallel_residual=False, hidden_act="gelu_new",
+        rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5})),
 }
 
 
 def hf_model(name: str, dtype=torch.float32):
     config, model, extra = FAMILIES[name]
     torch.manual_seed(0)
-    hf = getattr(transformers, model)(getattr(transformers, config)(**{**SIZES, **extra}))
+    kwargs = {k: v for k, v in {**SIZES, **extra}.items() if v is not None}
+    hf = getattr(transformers, model)(getattr(transformers, config)(**kwargs))
     with torch.no_grad():  # weights large enough for logits of order 1; biases and norm
         for name_, p in hf.named_parameters():  # scales away from their initial 0 and 1
             if name_.endswith("bias") or "norm" in name_:

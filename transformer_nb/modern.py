@@ -23,7 +23,8 @@ from .interop import Link, export_links, load_links
 __all__ = ['LLAMA_FAMILIES', 'HF_LOADERS', 'rms_norm_ref', 'RMSNorm', 'rope_ref', 'Rotary', 'gated_mlp_ref', 'GatedMLP',
            'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'Attention', 'gqa_params', 'parallel_layer_ref',
            'parallel_layer', 'attention', 'check_options', 'llama_config', 'llama_links', 'from_llama', 'llama_family',
-           'to_llama', 'to_hf_modern']
+           'to_llama', 'neox_config', 'neox_qkv_rows', 'neox_links', 'from_neox', 'to_neox', 'neox_shaped',
+           'to_hf_modern']
 
 # %% ../nbs/10_modern.ipynb #291290d5
 @algorithm(16, "rms_norm", batched="modern.RMSNorm", beyond_paper=True)
@@ -505,7 +506,115 @@ def to_llama(model: DTransformer):
 
 HF_LOADERS = {family: from_llama for family in LLAMA_FAMILIES}
 
+# %% ../nbs/10_modern.ipynb #10e0d1b3
+_NEOX_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "relu": "relu"}
+
+
+def neox_config(c) -> DTransformerConfig:
+    "The DTransformerConfig of a Hugging Face GPTNeoXConfig."
+    rope = c.rope_parameters or {}
+    if rope.get("rope_type", "default") != "default":
+        _refuse("gpt_neox", "rope_parameters['rope_type']", rope["rope_type"],
+                "only plain RoPE is implemented")
+    if not c.attention_bias:
+        _refuse("gpt_neox", "attention_bias", False, "its MLP always has biases")
+    if c.hidden_act not in _NEOX_ACTIVATIONS:
+        _refuse("gpt_neox", "hidden_act", c.hidden_act, "not an activation we have")
+    d = c.hidden_size // c.num_attention_heads
+    rotary = int(d * rope.get("partial_rotary_factor", 1.0))
+    return DTransformerConfig(
+        N_V=c.vocab_size, l_max=c.max_position_embeddings, d_e=c.hidden_size,
+        H=c.num_attention_heads, d_mlp=c.intermediate_size, L=c.num_hidden_layers,
+        norm="pre", final_norm=True, eps=c.layer_norm_eps, positions="rope",
+        rope_base=float(rope.get("rope_theta", 10_000.0)),
+        rotary_dims=None if rotary == d else rotary, parallel=c.use_parallel_residual,
+        activation=_NEOX_ACTIVATIONS[c.hidden_act], tie_embeddings=c.tie_word_embeddings)
+
+
+def neox_qkv_rows(H: int, d: int) -> Tensor:
+    "For each of our qkv rows, the row of GPT-NeoX's query_key_value that holds it."
+    return torch.arange(3 * H * d).view(H, 3, d).transpose(0, 1).reshape(-1)
+
+# %% ../nbs/10_modern.ipynb #84819db6
+def neox_links(cfg: DTransformerConfig) -> list[Link]:
+    "Our DTransformer's parameters and their names in GPTNeoXForCausalLM (qkv rows apart)."
+    links = [Link("embed.tok.weight", ("gpt_neox.embed_in.weight",))]
+    pairs = [("final_norm", "gpt_neox.final_layer_norm")]
+    for i in range(cfg.L):
+        ours, theirs = f"layers.{i}", f"gpt_neox.layers.{i}"
+        pairs += [(f"{ours}.{our}", f"{theirs}.{their}") for our, their in (
+            ("attn.norm", "input_layernorm"), ("mlp.norm", "post_attention_layernorm"),
+            ("attn.sublayer.qkv", "attention.query_key_value"),
+            ("attn.sublayer.o", "attention.dense"),
+            ("mlp.sublayer.W_mlp1", "mlp.dense_h_to_4h"),
+            ("mlp.sublayer.W_mlp2", "mlp.dense_4h_to_h"))]
+    for our, their in pairs:
+        norm = our.endswith("norm")
+        links += [Link(f"{our}.{'gamma' if norm else 'weight'}", (f"{their}.weight",)),
+                  Link(f"{our}.{'beta' if norm else 'bias'}", (f"{their}.bias",))]
+    if not cfg.tie_embeddings:
+        links.append(Link("unembed.W_u.weight", ("lm_head.weight",)))
+    return links
+
+
+def _qkv_names(cfg: DTransformerConfig) -> list[str]:
+    return [f"gpt_neox.layers.{i}.attention.query_key_value.{part}"
+            for i in range(cfg.L) for part in ("weight", "bias")]
+
+# %% ../nbs/10_modern.ipynb #30f8fc23
+def from_neox(hf_model) -> DTransformer:
+    "A DTransformer holding a Hugging Face GPTNeoXForCausalLM."
+    cfg = neox_config(hf_model.config)
+    model = DTransformer(cfg).to(next(hf_model.parameters()).dtype)
+    state = dict(hf_model.state_dict())
+    rows = neox_qkv_rows(cfg.H, cfg.d_e // cfg.H)
+    for name in _qkv_names(cfg):  # interleaved heads -> [all q; all k; all v]
+        state[name] = state[name][rows]
+    load_links(model, state, neox_links(cfg))
+    return model.eval()
+
+
+def to_neox(model: DTransformer):
+    "The Hugging Face GPTNeoXForCausalLM of a GPT-NeoX-shaped DTransformer."
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    cfg, d = model.cfg, model.cfg.d_e // model.cfg.H
+    hf_config = GPTNeoXConfig(
+        vocab_size=cfg.N_V, hidden_size=cfg.d_e, num_hidden_layers=cfg.L,
+        num_attention_heads=cfg.H, intermediate_size=cfg.d_mlp,
+        hidden_act={v: k for k, v in _NEOX_ACTIVATIONS.items()}[cfg.activation],
+        max_position_embeddings=cfg.l_max, layer_norm_eps=cfg.eps,
+        use_parallel_residual=cfg.parallel, tie_word_embeddings=cfg.tie_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_base,
+                         "partial_rotary_factor": (cfg.rotary_dims or d) / d},
+        bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    hf = GPTNeoXForCausalLM(hf_config).to(next(model.parameters()).dtype).eval()
+    export_links(model, hf, neox_links(cfg))
+    state, rows = hf.state_dict(), neox_qkv_rows(cfg.H, d)
+    with torch.no_grad():
+        for name in _qkv_names(cfg):  # back to interleaved heads
+            state[name][rows] = state[name].clone()
+    return hf
+
+# %% ../nbs/10_modern.ipynb #9a2623cf
+def neox_shaped(cfg: DTransformerConfig) -> bool:
+    "Whether `cfg` is GPT-NeoX's kind of model (else a ValueError names what is not)."
+    wanted = {"norm": "pre", "final_norm": True, "norm_kind": "layer", "gated": False,
+              "positions": "rope", "bias": True, "qkv_bias": None, "H_kv": None,
+              "d_head": None, "qk_norm": False, "window": None, "embed_norm": False,
+              "embed_scale": False, "unembed_bias": False, "dropout": 0.0}
+    for name, value in wanted.items():
+        if getattr(cfg, name) not in (value, cfg.H if name == "H_kv" else value):
+            raise ValueError(f"{name} = {getattr(cfg, name)!r}: GPT-NeoX needs "
+                             f"{name} = {value!r}")
+    return True
+
+
+HF_LOADERS["gpt_neox"] = from_neox
+
 
 def to_hf_modern(model: DTransformer):
     "The Hugging Face model of a DTransformer that uses Chapter 10's options."
+    if model.cfg.norm_kind == "layer" and not model.cfg.gated:
+        neox_shaped(model.cfg)
+        return to_neox(model)
     return to_llama(model)
