@@ -20,11 +20,11 @@ from .components import AttentionCache, check_shape
 from .interop import Link, export_links, load_links
 
 # %% auto #0
-__all__ = ['LLAMA_FAMILIES', 'HF_LOADERS', 'rms_norm_ref', 'RMSNorm', 'rope_ref', 'Rotary', 'gated_mlp_ref', 'GatedMLP',
-           'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'Attention', 'gqa_params', 'parallel_layer_ref',
-           'parallel_layer', 'attention', 'check_options', 'llama_config', 'llama_links', 'from_llama', 'llama_family',
-           'to_llama', 'neox_config', 'neox_qkv_rows', 'neox_links', 'from_neox', 'to_neox', 'neox_shaped',
-           'to_hf_modern']
+__all__ = ['LLAMA_FAMILIES', 'HF_LOADERS', 'PUBLISHED_PARAMETERS', 'rms_norm_ref', 'RMSNorm', 'rope_ref', 'Rotary',
+           'gated_mlp_ref', 'GatedMLP', 'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'Attention', 'gqa_params',
+           'parallel_layer_ref', 'parallel_layer', 'attention', 'check_options', 'llama_config', 'llama_links',
+           'from_llama', 'llama_family', 'to_llama', 'neox_config', 'neox_qkv_rows', 'neox_links', 'from_neox',
+           'to_neox', 'neox_shaped', 'to_hf_modern', 'modern_famous_configs']
 
 # %% ../nbs/10_modern.ipynb #291290d5
 @algorithm(16, "rms_norm", batched="modern.RMSNorm", beyond_paper=True)
@@ -618,3 +618,27 @@ def to_hf_modern(model: DTransformer):
         neox_shaped(model.cfg)
         return to_neox(model)
     return to_llama(model)
+
+# %% ../nbs/10_modern.ipynb #0e88aab0
+def modern_famous_configs() -> dict[str, DTransformerConfig]:
+    "Gopher, Llama-3-8B, Qwen3-0.6B and Gemma-2B as configs of Algorithm 10."
+    rms = dict(norm_kind="rms", final_norm=True, bias=False)
+    llama = dict(**rms, positions="rope", gated=True, activation="silu")
+    return {
+        "Gopher 280B": DTransformerConfig(  # relative positions left out: see the text
+            N_V=32_000, l_max=2048, d_e=16_384, H=128, L=80, positions="none", **rms),
+        "Llama-3-8B": DTransformerConfig(
+            N_V=128_256, l_max=8192, d_e=4096, H=32, H_kv=8, d_mlp=14_336, L=32,
+            rope_base=500_000.0, **llama),
+        "Qwen3-0.6B": DTransformerConfig(
+            N_V=151_936, l_max=40_960, d_e=1024, H=16, H_kv=8, d_head=128, d_mlp=3072,
+            L=28, qk_norm=True, rope_base=1e6, tie_embeddings=True, **llama),
+        "Gemma-2B": DTransformerConfig(
+            N_V=256_000, l_max=8192, d_e=2048, H=8, H_kv=1, d_head=256, d_mlp=16_384,
+            L=18, embed_scale=True, tie_embeddings=True,
+            **{**llama, "activation": "gelu_tanh"}),
+    }
+
+
+PUBLISHED_PARAMETERS = {"Gopher 280B": 280e9, "Llama-3-8B": 8.03e9,
+                        "Qwen3-0.6B": 0.6e9, "Gemma-2B": 2.51e9}
