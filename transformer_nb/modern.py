@@ -619,7 +619,7 @@ def to_hf_modern(model: DTransformer):
         return to_neox(model)
     return to_llama(model)
 
-# %% ../nbs/10_modern.ipynb #0e88aab0
+# %% ../nbs/10_modern.ipynb #5b7802b1
 def modern_famous_configs() -> dict[str, DTransformerConfig]:
     "Gopher, Llama-3-8B, Qwen3-0.6B and Gemma-2B as configs of Algorithm 10."
     rms = dict(norm_kind="rms", final_norm=True, bias=False)
