@@ -1,5 +1,5 @@
 """Chapter 10: the course's own parts against their reference forms, in models with the KV cache, and
-Llama, Mistral, Qwen2, Qwen3 and GPT-NeoX (built from small random configs, never downloaded) against Hugging Face:
+Llama, Mistral, Qwen2, Qwen3, OLMo 2 and GPT-NeoX (built from small random configs, never downloaded) against Hugging Face:
 logits on a padded batch, greedy generation on a left-padded batch, and the round trip."""
 import pytest
 import torch
@@ -24,6 +24,7 @@ FAMILIES = {
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=5)),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16)),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(num_key_value_heads=None)),
     "gpt_neox_sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(
         num_key_value_heads=None, use_parallel_residual=False, hidden_act="gelu_new",
@@ -127,6 +128,7 @@ OPTIONS = {
     "alibi_parallel": dict(positions="alibi", parallel=True, bias=False),
     "peri_rms": dict(norm="peri", norm_kind="rms", positions="rope", H_kv=2),
     "post_gated": dict(norm="post", gated=True, activation="gelu", d_head=8),
+    "out_qknorm_all": dict(norm="out", norm_kind="rms", qk_norm="all", positions="rope", H_kv=2),
 }
 
 

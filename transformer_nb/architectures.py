@@ -49,7 +49,8 @@ ACTIVATIONS = {
 
 # %% ../nbs/06_architectures.ipynb #10b6eec8
 # the last three are explained in Chapter 9
-NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm")
+# "out", a norm on each sublayer's output only (OLMo 2), is Chapter 10's
+NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm", "out")
 # the last three are Chapter 10's: rotary, ALiBi biases, no positions at all
 POSITION_KINDS = ("learned", "sinusoidal", "rope", "alibi", "none")
 
@@ -85,7 +86,7 @@ class ModernOptions:
     H_kv: int | None = None  # key/value heads, a divisor of H (None: H)
     d_head: int | None = None  # width of each head (None: d_e // H)
     qkv_bias: bool | None = None  # biases of W_q, W_k, W_v (None: as `bias`)
-    qk_norm: bool = False  # RMSnorm of each head's queries and keys
+    qk_norm: bool | str = False  # RMSnorm of queries and keys, per head ("all": not)
     rope_base: float = 10_000.0  # the base theta of rotary positions
     rotary_dims: int | None = None  # rotated dimensions of each head (None: all)
     window: int | None = None  # sliding-window attention over the last `window`
@@ -320,7 +321,7 @@ class Residual(nn.Module):
     """A sublayer f with its residual connection and layer norm(s), in the order
     `cfg.norm` names: post: x <- LN(x + f(x));  pre: x <- x + f(LN(x));  peri: x <- x
     + LN_out(f(LN(x))); deepnorm: x <- LN(alpha x + f(x));  resi: x <- LN(x + f(x))
-    and the dual stream d <- d + f(x)."""
+    and the dual stream d <- d + f(x);  out: x <- x + LN(f(x))."""
 
     def __init__(self, cfg: TransformerConfig, sublayer: nn.Module, alpha: float = 1.0):
         super().__init__()
@@ -336,6 +337,8 @@ class Residual(nn.Module):
         if self.placement == "peri":
             f = self.sublayer(self.norm(x), *args, **kwargs)
             return x + self.dropout(self.norm_out(f))
+        if self.placement == "out":  # x + LN(f(x)) (OLMo 2, Chapter 10)
+            return x + self.dropout(self.norm(self.sublayer(x, *args, **kwargs)))
         out = self.dropout(self.sublayer(x, *args, **kwargs))
         if self.placement == "resi":
             return self.norm(x + out), dual + out
@@ -722,7 +725,8 @@ def layer_diagram(cfg: TransformerConfig, cross: bool = False,
     order = {"pre": ["LayerNorm", "f", "+"], "post": ["f", "+", "LayerNorm"],
              "resi": ["f", "+", "LayerNorm"],
              "peri": ["LayerNorm", "f", "LayerNorm", "+"],
-             "deepnorm": ["f", "+", "LayerNorm"]}[cfg.norm]
+             "deepnorm": ["f", "+", "LayerNorm"],
+             "out": ["f", "LayerNorm", "+"]}[cfg.norm]
     return [[s if step == "f" else step for step in order] for s in sublayers]
 
 # %% ../nbs/06_architectures.ipynb #2b3ef717

@@ -154,18 +154,25 @@ def gq_attention_ref(X: Tensor, W: GQAParams, Mask: Tensor, theta: float | None 
                      slopes: Tensor | None = None, eps: float = 0.0) -> Tensor:
     "Algorithm 19: grouped-query self-attention of X (d_x, l); Mask (l, l)."
     H, H_kv, l = len(W.W_q), len(W.W_k), X.shape[1]
+    Ks = [W.W_k[g] @ X + W.b_k[g][:, None] for g in range(H_kv)]  # line 2's K^g
+    Qs = [W.W_q[h] @ X + W.b_q[h][:, None] for h in range(H)]  # line 8's Q
+    gamma_q, gamma_k = W.gamma_q, W.gamma_k
+    if gamma_k is not None and gamma_k.shape[0] != Ks[0].shape[0]:
+        # OLMo 2: QK-norm of all heads of a token together, then lines 3 and 8 skip it
+        Ks = _columns(torch.cat(Ks), gamma_k, None, None, eps).chunk(H_kv)
+        Qs = _columns(torch.cat(Qs), gamma_q, None, None, eps).chunk(H)
+        gamma_q = gamma_k = None
     K, V = [], []
     for g in range(H_kv):  # line 1
-        K_g = W.W_k[g] @ X + W.b_k[g][:, None]  # line 2
-        V.append(W.W_v[g] @ X + W.b_v[g][:, None])
-        K.append(_columns(K_g, W.gamma_k, theta, d_r, eps))  # lines 3-4
+        V.append(W.W_v[g] @ X + W.b_v[g][:, None])  # line 2
+        K.append(_columns(Ks[g], gamma_k, theta, d_r, eps))  # lines 3-4
     t = torch.arange(l)
     distance = (t[None, :] - t[:, None]).to(X.dtype)  # [t_z, t_x]: t_x - t_z
     Y = []
     for h in range(H):  # line 6
         g = h * H_kv // H  # line 7, 0-based
-        Q = _columns(W.W_q[h] @ X + W.b_q[h][:, None], W.gamma_q, theta, d_r, eps)
-        S = K[g].T @ Q / math.sqrt(Q.shape[0])  # lines 8-9
+        Q = _columns(Qs[h], gamma_q, theta, d_r, eps)  # line 8
+        S = K[g].T @ Q / math.sqrt(Q.shape[0])  # line 9
         if slopes is not None:
             S = S - slopes[h] * distance  # line 10
         hide = ~Mask.bool() | (distance >= (window or l + 1))
@@ -185,8 +192,10 @@ class Attention(nn.Module):
         bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
         self.qkv = nn.Linear(cfg.d_e, (self.H + 2 * self.H_kv) * self.d, bias=bias)
         self.o = nn.Linear(self.H * self.d, cfg.d_e, bias=cfg.bias)
-        qk_norm = (lambda: RMSNorm(self.d, eps=cfg.eps)) if cfg.qk_norm else lambda: None
-        self.q_norm, self.k_norm = qk_norm(), qk_norm()
+        self.qk_norm_all = cfg.qk_norm == "all"  # over all heads together (OLMo 2)
+        n_q, n_k = (self.H, self.H_kv) if self.qk_norm_all else (1, 1)
+        qk_norm = lambda n: RMSNorm(n * self.d, eps=cfg.eps) if cfg.qk_norm else None
+        self.q_norm, self.k_norm = qk_norm(n_q), qk_norm(n_k)
         rope = cfg.positions == "rope"
         self.rotary = Rotary(cfg.rotary_dims or self.d, cfg.rope_base) if rope else None
         alibi = cfg.positions == "alibi"
@@ -249,8 +258,10 @@ def _attention_forward(self: Attention, x: Tensor, *, causal: bool = True,
     if positions is None:
         positions = torch.arange(before, before + T, device=x.device)
     q, k, v = self.qkv(x).split(self.sizes(), dim=-1)
+    if self.q_norm is not None and self.qk_norm_all:  # lines 3 and 8, all heads at once
+        q, k = self.q_norm(q), self.k_norm(k)
     q, k, v = _heads(q, self.H), _heads(k, self.H_kv), _heads(v, self.H_kv)
-    if self.q_norm is not None:  # lines 3 and 8: QK-norm
+    if self.q_norm is not None and not self.qk_norm_all:  # lines 3 and 8: QK-norm
         q, k = self.q_norm(q), self.k_norm(k)
     if self.rotary is not None:  # lines 4 and 8: RoPE
         q, k = self.rotary(q, positions), self.rotary(k, positions)
@@ -331,6 +342,8 @@ def _positive(cfg, name: str) -> None:
 
 def check_options(cfg: TransformerConfig) -> None:
     "Raise a ValueError naming the first of Chapter 10's options that is out of range."
+    if cfg.qk_norm not in (False, True, "all"):
+        raise ValueError(f"qk_norm must be False, True or 'all', got {cfg.qk_norm!r}")
     if cfg.norm_kind not in ("layer", "rms"):
         raise ValueError(f"norm_kind must be 'layer' or 'rms', got {cfg.norm_kind!r}")
     for name in ("H_kv", "d_head", "rotary_dims", "window"):
@@ -353,7 +366,7 @@ def check_options(cfg: TransformerConfig) -> None:
 # %% ../nbs/10_modern.ipynb #07121793
 _ACTIVATIONS_HF = {"silu": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh"}
 LLAMA_FAMILIES = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2",
-                  "qwen3": "Qwen3"}
+                  "qwen3": "Qwen3", "olmo2": "Olmo2"}
 
 
 def _refuse(family: str, field: str, value, why: str):
@@ -385,7 +398,7 @@ def _hf_biases(c, family: str) -> tuple[bool, bool | None]:
     if family == "qwen2":
         return False, True
     attn, mlp = getattr(c, "attention_bias", False), getattr(c, "mlp_bias", False)
-    if family == "qwen3" and attn:  # biases on W_q, W_k, W_v and W_o, none in the MLP
+    if family in ("qwen3", "olmo2") and attn:  # biases on W_q, W_k, W_v, W_o only
         _refuse(family, "attention_bias", attn, "W_o's bias goes with the MLP's")
     if attn != mlp:
         _refuse(family, "attention_bias", attn, f"it differs from mlp_bias = {mlp}")
@@ -399,14 +412,16 @@ def llama_config(c) -> DTransformerConfig:
         _refuse(family, "hidden_act", c.hidden_act, "not an activation we have")
     head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     bias, qkv_bias = _hf_biases(c, family)
+    olmo = family == "olmo2"  # norms after each sublayer; QK-norm over all heads
     return DTransformerConfig(
         N_V=c.vocab_size, l_max=c.max_position_embeddings, d_e=c.hidden_size,
         H=c.num_attention_heads, H_kv=c.num_key_value_heads or c.num_attention_heads,
-        d_head=head, d_mlp=c.intermediate_size, L=c.num_hidden_layers, norm="pre",
+        d_head=head, d_mlp=c.intermediate_size, L=c.num_hidden_layers,
+        norm="out" if olmo else "pre",
         final_norm=True, norm_kind="rms", eps=c.rms_norm_eps, positions="rope",
         rope_base=_hf_rope(c, family), gated=True,
         activation=_ACTIVATIONS_HF[c.hidden_act], bias=bias, qkv_bias=qkv_bias,
-        qk_norm=family == "qwen3", window=_hf_window(c, family),
+        qk_norm="all" if olmo else family == "qwen3", window=_hf_window(c, family),
         tie_embeddings=c.tie_word_embeddings)
 
 # %% ../nbs/10_modern.ipynb #2330d532
@@ -429,6 +444,9 @@ def llama_links(cfg: DTransformerConfig) -> list[Link]:
             for part in ("weight", "bias") if cfg.bias else ("weight",):
                 links.append(Link(f"{our}.{part}", (f"{their}.{part}",)))
         norms = [("attn.norm", "input_layernorm"), ("mlp.norm", "post_attention_layernorm")]
+        if cfg.norm == "out":  # OLMo 2: the norms after attention and after the MLP
+            norms = [("attn.norm", "post_attention_layernorm"),
+                     ("mlp.norm", "post_feedforward_layernorm")]
         if cfg.qk_norm:
             norms += [("attn.sublayer.q_norm", "self_attn.q_norm"),
                       ("attn.sublayer.k_norm", "self_attn.k_norm")]
@@ -452,7 +470,7 @@ def from_llama(hf_model) -> DTransformer:
 
 def llama_family(cfg: DTransformerConfig) -> str:
     "Which of the four families holds `cfg`, or a ValueError naming the field that none can."
-    wanted = {"norm": "pre", "final_norm": True, "norm_kind": "rms", "positions": "rope",
+    wanted = {"final_norm": True, "norm_kind": "rms", "positions": "rope",
               "gated": True, "parallel": False, "rotary_dims": None, "embed_norm": False,
               "embed_scale": False, "unembed_bias": False, "dropout": 0.0}
     for name, value in wanted.items():
@@ -461,7 +479,15 @@ def llama_family(cfg: DTransformerConfig) -> str:
                              f"{name} = {value!r}")
     if cfg.activation not in _ACTIVATIONS_HF.values():
         raise ValueError(f"activation = {cfg.activation!r} has no Hugging Face name")
-    if cfg.qk_norm:
+    if (cfg.norm == "out") != (cfg.qk_norm == "all"):
+        raise ValueError(f"norm = {cfg.norm!r} with qk_norm = {cfg.qk_norm!r}: OLMo 2 has "
+                         "norm='out' and qk_norm='all', the others norm='pre'")
+    if cfg.norm not in ("pre", "out"):
+        raise ValueError(f"norm = {cfg.norm!r}: the Llama family needs 'pre' (or OLMo 2's "
+                         "'out')")
+    if cfg.norm == "out":
+        family = "olmo2"
+    elif cfg.qk_norm:
         family = "qwen3"
     elif cfg.qkv_bias and not cfg.bias:
         family = "qwen2"
@@ -470,7 +496,7 @@ def llama_family(cfg: DTransformerConfig) -> str:
     if cfg.window and family != "mistral":
         raise ValueError(f"window = {cfg.window}: only Mistral has a sliding window here")
     if cfg.qkv_bias not in (None, cfg.bias) and family != "qwen2" or (
-            family in ("qwen2", "qwen3") and cfg.bias):
+            family in ("qwen2", "qwen3", "olmo2") and cfg.bias):
         raise ValueError(f"qkv_bias = {cfg.qkv_bias} with bias = {cfg.bias}: no family "
                          "has these biases")
     return family
@@ -487,6 +513,8 @@ def _hf_kwargs(cfg: DTransformerConfig, family: str) -> dict:
               bos_token_id=None, eos_token_id=None, pad_token_id=None)
     if family == "llama":
         kw.update(attention_bias=cfg.bias, mlp_bias=cfg.bias)
+    if family == "olmo2":  # no head_dim field: d_e / H
+        kw.pop("head_dim")
     if family == "mistral":
         kw.update(sliding_window=cfg.window)
     return kw
