@@ -11,6 +11,7 @@ from transformer_nb.inference import generate
 from transformer_nb.interop import from_hf, to_hf
 from transformer_nb import modern
 
+DROP = object()  # a field the family's config does not have
 SIZES = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
              bos_token_id=None, eos_token_id=None, pad_token_id=0)
@@ -25,9 +26,9 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16)),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}),
-    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(num_key_value_heads=None)),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(num_key_value_heads=DROP)),
     "gpt_neox_sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(
-        num_key_value_heads=None, use_parallel_residual=False, hidden_act="gelu_new",
+        num_key_value_heads=DROP, use_parallel_residual=False, hidden_act="gelu_new",
         rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5})),
 }
 
@@ -35,7 +36,7 @@ FAMILIES = {
 def hf_model(name: str, dtype=torch.float32):
     config, model, extra = FAMILIES[name]
     torch.manual_seed(0)
-    kwargs = {k: v for k, v in {**SIZES, **extra}.items() if v is not None}
+    kwargs = {k: v for k, v in {**SIZES, **extra}.items() if v is not DROP}
     hf = getattr(transformers, model)(getattr(transformers, config)(**kwargs))
     with torch.no_grad():  # weights large enough for logits of order 1; biases and norm
         for name_, p in hf.named_parameters():  # scales away from their initial 0 and 1
