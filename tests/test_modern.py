@@ -1,5 +1,5 @@
 """Chapter 10: the course's own parts against their reference forms, in models with the KV cache, and
-Llama, Mistral, Qwen2, Qwen3, OLMo 2 and GPT-NeoX (built from small random configs, never downloaded) against Hugging Face:
+Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 3 and GPT-NeoX (built from small random configs, never downloaded) against Hugging Face:
 logits on a padded batch, greedy generation on a left-padded batch, and the round trip."""
 import pytest
 import torch
@@ -26,6 +26,11 @@ FAMILIES = {
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16)),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+        head_dim=16, query_pre_attn_scalar=16, layer_types=["full_attention"] * 2)),
+    "gemma3_sliding": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
+        head_dim=16, query_pre_attn_scalar=16, layer_types=["sliding_attention"] * 2,
+        sliding_window=5, tie_word_embeddings=False)),
     "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(num_key_value_heads=DROP)),
     "gpt_neox_sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(
         num_key_value_heads=DROP, use_parallel_residual=False, hidden_act="gelu_new",

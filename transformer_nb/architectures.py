@@ -82,7 +82,7 @@ def _check_config(cfg) -> None:
 @dataclass
 class ModernOptions:
     "Chapter 10's options, all off by default (then a config is the paper's)."
-    norm_kind: str = "layer"  # "rms": RMSnorm, layer_norm with m = beta = 0
+    norm_kind: str = "layer"  # "rms": RMSnorm (m = beta = 0); "rms+1": scale 1 + gamma
     H_kv: int | None = None  # key/value heads, a divisor of H (None: H)
     d_head: int | None = None  # width of each head (None: d_e // H)
     qkv_bias: bool | None = None  # biases of W_q, W_k, W_v (None: as `bias`)
@@ -108,9 +108,9 @@ def _modern():
 
 
 def make_norm(cfg: TransformerConfig, d: int | None = None) -> nn.Module:
-    "A layer_norm of width d (default d_e), or RMSnorm if cfg.norm_kind == 'rms'."
-    if cfg.norm_kind == "rms":
-        return _modern().RMSNorm(d or cfg.d_e, eps=cfg.eps)
+    "A layer_norm of width d (default d_e), or Chapter 10's RMSnorm (norm_kind)."
+    if cfg.norm_kind != "layer":
+        return _modern().rms_norm(cfg, d or cfg.d_e)
     return LayerNorm(d or cfg.d_e, eps=cfg.eps, bias=cfg.bias)
 
 # %% ../nbs/06_architectures.ipynb #75ffe422
@@ -448,8 +448,8 @@ class Embedding(nn.Module):
             raise ValueError("the sequences are empty: "
                              "a transformer needs at least one token")
         e = self.tok(ids)
-        if self.scale is not None:  # the scale rounded to e's dtype, as Gemma does
-            e = e * torch.tensor(self.scale, dtype=e.dtype)
+        if self.scale is not None:  # the scale rounded to float32, as Gemma does
+            e = e * torch.tensor(self.scale, dtype=torch.float32).to(e.dtype)
         if positions is None and self.pos is not None:
             e = e + self.pos(ids.shape[1])
         elif positions is not None:

@@ -20,11 +20,12 @@ from .components import AttentionCache, check_shape
 from .interop import Link, export_links, load_links
 
 # %% auto #0
-__all__ = ['LLAMA_FAMILIES', 'HF_LOADERS', 'PUBLISHED_PARAMETERS', 'rms_norm_ref', 'RMSNorm', 'rope_ref', 'Rotary',
+__all__ = ['LLAMA_FAMILIES', 'HF_LOADERS', 'PUBLISHED_PARAMETERS', 'rms_norm_ref', 'RMSNorm', 'rms_norm', 'rope_ref', 'Rotary',
            'gated_mlp_ref', 'GatedMLP', 'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'Attention', 'gqa_params',
            'parallel_layer_ref', 'parallel_layer', 'attention', 'check_options', 'llama_config', 'llama_links',
            'from_llama', 'llama_family', 'to_llama', 'neox_config', 'neox_qkv_rows', 'neox_links', 'from_neox',
-           'to_neox', 'neox_shaped', 'to_hf_modern', 'modern_famous_configs']
+           'to_neox', 'neox_shaped', 'to_hf_modern', 'gemma3_config', 'gemma3_links', 'from_gemma3', 'to_gemma3',
+           'modern_famous_configs']
 
 # %% ../nbs/10_modern.ipynb #291290d5
 @algorithm(16, "rms_norm", batched="modern.RMSNorm", beyond_paper=True)
@@ -40,10 +41,11 @@ class RMSNorm(nn.Module):
     gamma. `compute_dtype`: the dtype of the sums (default: x's, float32 at least)."""
 
     def __init__(self, d_e: int, eps: float = 1e-6,
-                 compute_dtype: torch.dtype | None = None):
+                 compute_dtype: torch.dtype | None = None, offset: float = 0.0):
         super().__init__()
         self.d_e, self.eps, self.compute_dtype = d_e, eps, compute_dtype
-        self.gamma = nn.Parameter(torch.ones(d_e))
+        self.offset = offset  # Gemma stores gamma - 1: the scale is offset + gamma
+        self.gamma = nn.Parameter(torch.full((d_e,), 1.0 - offset))
         self.beta = None  # RMSnorm has no offset
 
     def forward(self, x: Tensor) -> Tensor:
@@ -51,7 +53,14 @@ class RMSNorm(nn.Module):
                     f"input of RMSNorm(d_e={self.d_e})")
         h = x.to(self.compute_dtype or torch.promote_types(x.dtype, torch.float32))
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.offset:  # Gemma scales before rounding back
+            return (h * (self.offset + self.gamma.to(h.dtype))).to(x.dtype)
         return self.gamma * h.to(x.dtype)
+
+
+def rms_norm(cfg: TransformerConfig, d: int) -> RMSNorm:
+    "RMSnorm of width d for a config; norm_kind 'rms+1' stores gamma - 1 (Gemma)."
+    return RMSNorm(d, eps=cfg.eps, offset=1.0 if cfg.norm_kind == "rms+1" else 0.0)
 
 # %% ../nbs/10_modern.ipynb #cad2d5a5
 @algorithm(17, "rope", batched="modern.Rotary", beyond_paper=True)
@@ -194,7 +203,7 @@ class Attention(nn.Module):
         self.o = nn.Linear(self.H * self.d, cfg.d_e, bias=cfg.bias)
         self.qk_norm_all = cfg.qk_norm == "all"  # over all heads together (OLMo 2)
         n_q, n_k = (self.H, self.H_kv) if self.qk_norm_all else (1, 1)
-        qk_norm = lambda n: RMSNorm(n * self.d, eps=cfg.eps) if cfg.qk_norm else None
+        qk_norm = lambda n: rms_norm(cfg, n * self.d) if cfg.qk_norm else None
         self.q_norm, self.k_norm = qk_norm(n_q), qk_norm(n_k)
         rope = cfg.positions == "rope"
         self.rotary = Rotary(cfg.rotary_dims or self.d, cfg.rope_base) if rope else None
@@ -344,8 +353,9 @@ def check_options(cfg: TransformerConfig) -> None:
     "Raise a ValueError naming the first of Chapter 10's options that is out of range."
     if cfg.qk_norm not in (False, True, "all"):
         raise ValueError(f"qk_norm must be False, True or 'all', got {cfg.qk_norm!r}")
-    if cfg.norm_kind not in ("layer", "rms"):
-        raise ValueError(f"norm_kind must be 'layer' or 'rms', got {cfg.norm_kind!r}")
+    if cfg.norm_kind not in ("layer", "rms", "rms+1"):
+        raise ValueError(f"norm_kind must be 'layer', 'rms' or 'rms+1', "
+                         f"got {cfg.norm_kind!r}")
     for name in ("H_kv", "d_head", "rotary_dims", "window"):
         _positive(cfg, name)
     if cfg.H_kv is not None and cfg.H % cfg.H_kv:
@@ -642,12 +652,100 @@ HF_LOADERS["gpt_neox"] = from_neox
 
 def to_hf_modern(model: DTransformer):
     "The Hugging Face model of a DTransformer that uses Chapter 10's options."
+    if model.cfg.norm_kind == "rms+1":
+        return to_gemma3(model)
     if model.cfg.norm_kind == "layer" and not model.cfg.gated:
         neox_shaped(model.cfg)
         return to_neox(model)
     return to_llama(model)
 
-# %% ../nbs/10_modern.ipynb #5b7802b1
+# %% ../nbs/10_modern.ipynb #65bbcb30
+def _gemma_refusals(c) -> None:
+    "Name the first Gemma 3 field a DTransformerConfig cannot represent."
+    for field in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if getattr(c, field, None) is not None:
+            _refuse("gemma3", field, getattr(c, field), "no soft-capping here")
+    if getattr(c, "use_bidirectional_attention", False):
+        _refuse("gemma3", "use_bidirectional_attention", True, "a causal decoder")
+    if c.query_pre_attn_scalar != c.head_dim:
+        _refuse("gemma3", "query_pre_attn_scalar", c.query_pre_attn_scalar,
+                f"scores are scaled by 1/sqrt(head_dim = {c.head_dim})")
+    if c.attention_bias:
+        _refuse("gemma3", "attention_bias", True, "W_o's bias goes with the MLP's")
+    if len(set(c.layer_types)) > 1:
+        _refuse("gemma3", "layer_types", sorted(set(c.layer_types)),
+                "one kind of attention for every layer")
+    if c.hidden_activation not in _ACTIVATIONS_HF:
+        _refuse("gemma3", "hidden_activation", c.hidden_activation, "not one we have")
+
+# %% ../nbs/10_modern.ipynb #1c389f23
+def gemma3_config(c) -> DTransformerConfig:
+    "The DTransformerConfig of a Hugging Face Gemma3TextConfig (one kind of layer)."
+    _gemma_refusals(c)
+    kind = c.layer_types[0]
+    rope = c.rope_parameters[kind]
+    if rope.get("rope_type", "default") != "default":
+        _refuse("gemma3", "rope_parameters", rope, "only plain RoPE is implemented")
+    return DTransformerConfig(
+        N_V=c.vocab_size, l_max=c.max_position_embeddings, d_e=c.hidden_size,
+        H=c.num_attention_heads, H_kv=c.num_key_value_heads, d_head=c.head_dim,
+        d_mlp=c.intermediate_size, L=c.num_hidden_layers, norm="peri", final_norm=True,
+        norm_kind="rms+1", eps=c.rms_norm_eps, positions="rope",
+        rope_base=float(rope["rope_theta"]), gated=True,
+        activation=_ACTIVATIONS_HF[c.hidden_activation], bias=False, qk_norm=True,
+        embed_scale=True, tie_embeddings=c.tie_word_embeddings,
+        window=c.sliding_window if kind == "sliding_attention" else None)
+
+
+def gemma3_links(cfg: DTransformerConfig) -> list[Link]:
+    "Llama's links, with Gemma's four norms per layer."
+    links = [l for l in llama_links(cfg) if not l.ours.endswith(("attn.norm.gamma",
+                                                                  "mlp.norm.gamma"))]
+    for i in range(cfg.L):
+        ours, theirs = f"layers.{i}", f"model.layers.{i}"
+        for our, their in (("attn.norm", "input_layernorm"),
+                           ("attn.norm_out", "post_attention_layernorm"),
+                           ("mlp.norm", "pre_feedforward_layernorm"),
+                           ("mlp.norm_out", "post_feedforward_layernorm")):
+            links.append(Link(f"{ours}.{our}.gamma", (f"{theirs}.{their}.weight",)))
+    return links
+
+# %% ../nbs/10_modern.ipynb #5f0e07ea
+def from_gemma3(hf_model) -> DTransformer:
+    "A DTransformer holding a Hugging Face Gemma3ForCausalLM (text only)."
+    cfg = gemma3_config(hf_model.config)
+    model = DTransformer(cfg).to(next(hf_model.parameters()).dtype)
+    load_links(model, hf_model.state_dict(), gemma3_links(cfg))
+    for norm in model.modules():  # normalised in float32, as Hugging Face does
+        if isinstance(norm, RMSNorm):
+            norm.compute_dtype = torch.float32
+    return model.eval()
+
+
+def to_gemma3(model: DTransformer):
+    "The Hugging Face Gemma3ForCausalLM of a Gemma-shaped DTransformer."
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    cfg = model.cfg
+    if cfg.norm != "peri" or not cfg.qk_norm or not cfg.embed_scale or cfg.bias:
+        raise ValueError("Gemma 3 needs norm='peri', qk_norm, embed_scale and no biases")
+    kind = "sliding_attention" if cfg.window else "full_attention"
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_base}
+    kw = {k: v for k, v in _hf_kwargs(cfg, "gemma3").items()
+          if k not in ("hidden_act", "rope_parameters")}
+    hf_config = Gemma3TextConfig(
+        **kw, hidden_activation=[k for k, v in _ACTIVATIONS_HF.items()
+                                 if v == cfg.activation][0],
+        query_pre_attn_scalar=kw["head_dim"], layer_types=[kind] * cfg.L,
+        sliding_window=cfg.window or cfg.l_max,
+        rope_parameters={"full_attention": rope, "sliding_attention": rope})
+    hf = Gemma3ForCausalLM(hf_config).to(next(model.parameters()).dtype).eval()
+    export_links(model, hf, gemma3_links(cfg))
+    return hf
+
+
+HF_LOADERS["gemma3_text"] = from_gemma3
+
+# %% ../nbs/10_modern.ipynb #80e7007c
 def modern_famous_configs() -> dict[str, DTransformerConfig]:
     "Gopher, Llama-3-8B, Qwen3-0.6B and Gemma-2B as configs of Algorithm 10."
     rms = dict(norm_kind="rms", final_norm=True, bias=False)
