@@ -8,8 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, ETransformer, ETransformerConfig,
-    d_transformer_ref, e_transformer_ref, ed_transformer_ref, gelu_ref, layer_diagram, paper_params,
+    d_transformer_ref, e_transformer_ref, ed_transformer_ref, gelu_ref, paper_params,
 )
+from transformer_nb.anatomy import layer_diagram
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 

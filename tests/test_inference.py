@@ -7,8 +7,9 @@ from hypothesis import given, settings, strategies as st
 from transformer_nb.architectures import (
     DTransformer, DTransformerConfig, EDTransformer, EDTransformerConfig, d_transformer_ref, paper_params,
 )
+from transformer_nb.components import KVCache
 from transformer_nb.inference import (
-    KVCache, beam_search, cross_attention, d_inference_ref, ed_generate, ed_inference_ref, generate, sample_next,
+    beam_search, cross_attention, d_inference_ref, ed_generate, ed_inference_ref, generate, sample_next,
     sample_ref, sampling_probs, temperature_ref,
 )
 

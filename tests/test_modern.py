@@ -8,8 +8,8 @@ transformers = pytest.importorskip("transformers")
 
 from transformer_nb.architectures import DTransformer, DTransformerConfig, KVCache
 from transformer_nb.inference import generate
-from transformer_nb.interop import from_hf, to_hf
-from transformer_nb import modern
+from transformer_nb.families import from_hf, to_hf
+from transformer_nb import families, modern
 
 DROP = object()  # a field the family's config does not have
 SIZES = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -111,15 +111,15 @@ def test_unrepresentable_fields_are_named():
         from_hf(transformers.LlamaForCausalLM(config))
     config = transformers.LlamaConfig(**{**SIZES, "hidden_act": "relu2"})
     with pytest.raises(ValueError, match="hidden_act"):
-        modern.llama_config(config)
+        families.llama_config(config)
     config = transformers.LlamaConfig(**SIZES, rope_parameters={"rope_type": "linear", "factor": 2.0,
                                                                 "rope_theta": 1e4})
     with pytest.raises(ValueError, match="rope_type"):
-        modern.llama_config(config)
+        families.llama_config(config)
     config = transformers.Qwen2Config(**SIZES, use_sliding_window=True, sliding_window=4,
                                       max_window_layers=1)
     with pytest.raises(ValueError, match="layer_types"):
-        modern.llama_config(config)
+        families.llama_config(config)
     model = DTransformer(DTransformerConfig(norm_kind="rms", positions="rope", gated=True,
                                             activation="silu", parallel=True))
     with pytest.raises(ValueError, match="parallel"):

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -14,20 +14,20 @@ from torch import Tensor, nn
 
 from .registry import algorithm
 from transformer_nb.components import (
-    AttentionCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
+    KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
     PositionalEmbedding, TokenEmbedding, Unembedding, bidirectional_mask, causal_mask,
     check_length, check_shape, cross_mask, layer_norm_ref, linear_params,
     mh_attention_ref, positional_embedding_ref, token_embedding_ref,
 )
+from . import modern  # Chapter 10's parts, each behind a config option
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'POSITION_KINDS', 'gelu_ref', 'relu_ref', 'ModernOptions', 'make_norm',
-           'TransformerConfig', 'DTransformerConfig', 'ETransformerConfig', 'EDTransformerConfig', 'LayerParams',
-           'TransformerParams', 'embed_ref', 'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref',
-           'ed_transformer_ref', 'e_transformer_ref', 'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'KVCache',
-           'run_stack', 'Embedding', 'init_weights', 'deepnorm_constants', 'deepnorm_init', 'DTransformer',
-           'ETransformer', 'EDTransformer', 'paper_params', 'SequenceClassifier', 'layer_diagram', 'draw_layer',
-           'count_parameters', 'famous_configs', 'build']
+__all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'TransformerConfig', 'DTransformerConfig',
+           'ETransformerConfig', 'EDTransformerConfig', 'LayerParams', 'TransformerParams', 'embed_ref',
+           'layer_norm_columns_ref', 'mlp_ref', 'encoder_layer_ref', 'ed_transformer_ref', 'e_transformer_ref',
+           'd_transformer_ref', 'MLP', 'Residual', 'Layer', 'run_stack', 'Embedding', 'init_weights',
+           'deepnorm_constants', 'deepnorm_init', 'DTransformer', 'ETransformer', 'EDTransformer', 'paper_params',
+           'SequenceClassifier']
 
 # %% ../nbs/06_architectures.ipynb #acdace3c
 def gelu_ref(x: Tensor) -> Tensor:
@@ -41,18 +41,14 @@ def relu_ref(x: Tensor) -> Tensor:
 
 
 ACTIVATIONS = {
-    "relu": F.relu,
+    "relu": F.relu, "silu": F.silu,  # silu: SwiGLU's gate (Chapter 10)
     "gelu": F.gelu,  # exact erf form, as eq. (5)
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's approximation
-    "silu": F.silu,  # x sigmoid(x), the gate of SwiGLU (Chapter 10)
 }
 
 # %% ../nbs/06_architectures.ipynb #10b6eec8
 # the last three are explained in Chapter 9
-# "out", a norm on each sublayer's output only (OLMo 2), is Chapter 10's
-NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm", "out")
-# the last three are Chapter 10's: rotary, ALiBi biases, no positions at all
-POSITION_KINDS = ("learned", "sinusoidal", "rope", "alibi", "none")
+NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm", "out")  # out: Ch. 10
 
 
 def _check_config(cfg) -> None:
@@ -65,7 +61,7 @@ def _check_config(cfg) -> None:
         raise ValueError(
             f"d_e = {cfg.d_e} is not divisible by the number of heads H = {cfg.H}")
     choices = {"norm": NORM_PLACEMENTS, "activation": tuple(ACTIVATIONS),
-               "positions": POSITION_KINDS, "init": ("normal", "gpt2"),
+               "positions": modern.POSITION_KINDS, "init": ("normal", "gpt2"),
                "sinusoid_convention": ("paper", "vaswani")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -75,47 +71,11 @@ def _check_config(cfg) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.eps < 0:
         raise ValueError(f"eps must be >= 0, got {cfg.eps}")
-    if cfg.uses_modern():
-        _modern().check_options(cfg)
-
-# %% ../nbs/06_architectures.ipynb #3edb1a83
-@dataclass
-class ModernOptions:
-    "Chapter 10's options, all off by default (then a config is the paper's)."
-    norm_kind: str = "layer"  # "rms": RMSnorm (m = beta = 0); "rms+1": scale 1 + gamma
-    H_kv: int | None = None  # key/value heads, a divisor of H (None: H)
-    d_head: int | None = None  # width of each head (None: d_e // H)
-    qkv_bias: bool | None = None  # biases of W_q, W_k, W_v (None: as `bias`)
-    qk_norm: bool | str = False  # RMSnorm of queries and keys, per head ("all": not)
-    rope_base: float = 10_000.0  # the base theta of rotary positions
-    rotary_dims: int | None = None  # rotated dimensions of each head (None: all)
-    window: int | None = None  # sliding-window attention over the last `window`
-    parallel: bool = False  # attention and MLP side by side (GPT-J, GPT-NeoX)
-    gated: bool = False  # gated MLP, act(W_gate x) * W_mlp1 x (SwiGLU, GeGLU)
-    embed_scale: bool = False  # multiply the token embeddings by sqrt(d_e)
-
-    def uses_modern(self) -> bool:
-        "Whether any option, or the kind of positions, differs from the paper's."
-        changed = any(getattr(self, f.name) != f.default
-                      for f in fields(ModernOptions))
-        return changed or self.positions not in ("learned", "sinusoidal")
-
-
-def _modern():
-    "Chapter 10's module (it imports this one, so it is loaded when first needed)."
-    from transformer_nb import modern
-    return modern
-
-
-def make_norm(cfg: TransformerConfig, d: int | None = None) -> nn.Module:
-    "A layer_norm of width d (default d_e), or Chapter 10's RMSnorm (norm_kind)."
-    if cfg.norm_kind != "layer":
-        return _modern().rms_norm(cfg, d or cfg.d_e)
-    return LayerNorm(d or cfg.d_e, eps=cfg.eps, bias=cfg.bias)
+    modern.check_options(cfg)  # Chapter 10's options
 
 # %% ../nbs/06_architectures.ipynb #75ffe422
 @dataclass
-class TransformerConfig(ModernOptions):
+class TransformerConfig(modern.ModernOptions):
     "What the three architectures share. Subclasses set each algorithm's defaults."
     N_V: int = 64  # vocabulary size
     l_max: int = 128  # maximum context length
@@ -303,6 +263,12 @@ def d_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
     X = layer_norm_columns_ref(X, theta.gamma, theta.beta, eps)  # line 10
     return torch.softmax(theta.W_u @ X, dim=0)  # line 11
 
+# %% ../nbs/06_architectures.ipynb #fcab0f74
+def _drop(dropout: nn.Dropout, x: Tensor) -> Tensor:
+    "Dropout, skipped (no module call) where it does nothing: in eval mode, or p = 0."
+    return dropout(x) if dropout.training and dropout.p > 0 else x
+
+
 # %% ../nbs/06_architectures.ipynb #0a4eb3fe
 class MLP(nn.Module):
     "The position-wise MLP: W_mlp2 act(W_mlp1 x + b_mlp1) + b_mlp2 on (..., d_e)."
@@ -316,7 +282,7 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.W_mlp2(self.act(self.W_mlp1(x)))
 
-
+# %% ../nbs/06_architectures.ipynb #cebfb5dc
 class Residual(nn.Module):
     """A sublayer f with its residual connection and layer norm(s), in the order
     `cfg.norm` names: post: x <- LN(x + f(x));  pre: x <- x + f(LN(x));  peri: x <- x
@@ -327,19 +293,20 @@ class Residual(nn.Module):
         super().__init__()
         self.placement, self.alpha = cfg.norm, alpha
         self.sublayer = sublayer
-        self.norm = make_norm(cfg)
-        self.norm_out = make_norm(cfg) if cfg.norm == "peri" else None
+        self.norm = modern.make_norm(cfg)  # LayerNorm, or Chapter 10's RMSnorm
+        self.norm_out = modern.make_norm(cfg) if cfg.norm == "peri" else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, *args, dual: Tensor | None = None, **kwargs):
         if self.placement == "pre":
-            return x + self.dropout(self.sublayer(self.norm(x), *args, **kwargs))
+            f = self.sublayer(self.norm(x), *args, **kwargs)
+            return x + _drop(self.dropout, f)
         if self.placement == "peri":
             f = self.sublayer(self.norm(x), *args, **kwargs)
-            return x + self.dropout(self.norm_out(f))
-        if self.placement == "out":  # x + LN(f(x)) (OLMo 2, Chapter 10)
-            return x + self.dropout(self.norm(self.sublayer(x, *args, **kwargs)))
-        out = self.dropout(self.sublayer(x, *args, **kwargs))
+            return x + _drop(self.dropout, self.norm_out(f))
+        if self.placement == "out":  # OLMo 2 (Chapter 10)
+            return x + _drop(self.dropout, self.norm(self.sublayer(x, *args, **kwargs)))
+        out = _drop(self.dropout, self.sublayer(x, *args, **kwargs))
         if self.placement == "resi":
             return self.norm(x + out), dual + out
         return self.norm(self.alpha * x + out)  # post (alpha = 1) and deepnorm
@@ -353,15 +320,12 @@ class Layer(nn.Module):
                  alpha: float = 1.0):
         super().__init__()
         self.causal, self.parallel = causal, cfg.parallel
-        modern = cfg.uses_modern()  # Chapter 10's attention and MLPs
-        attn = (_modern().attention(cfg) if modern
-                else MultiHeadAttention(cfg.d_e, cfg.H, bias=cfg.bias))
+        attn = modern.make_attention(cfg)  # Algorithm 5, or Chapter 10's 19
         self.attn = Residual(cfg, attn, alpha)
         if cross:
             cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias)
         self.cross = Residual(cfg, cross_attn, alpha) if cross else None
-        mlp = _modern().GatedMLP(cfg) if cfg.gated else MLP(cfg)
-        self.mlp = Residual(cfg, mlp, alpha)
+        self.mlp = Residual(cfg, modern.make_mlp(cfg, MLP, ACTIVATIONS), alpha)
 
     def forward(self, x: Tensor, z: Tensor | None = None, *,
                 z_padding: Tensor | None = None, x_padding: Tensor | None = None,
@@ -369,12 +333,11 @@ class Layer(nn.Module):
                 positions: Tensor | None = None):
         """The layer's output; with ResiDual, pass the dual stream as `dual` and get (x,
         dual) back. `cache`: this layer's (self-attention, cross-attention)
-        `AttentionCache`s; `positions` reach rotary attention (Chapter 10)."""
+        `AttentionCache`s; `positions` reach Chapter 10's rotary attention."""
         own, ctx = ({}, {}) if cache is None else ({"cache": c} for c in cache)
-        if positions is not None and getattr(self.attn.sublayer, "rotary", None):
-            own["positions"] = positions
-        if self.parallel:
-            return _modern().parallel_layer(self, x, x_padding, **own)
+        own = modern.attention_kwargs(self.attn.sublayer, own, positions)
+        if self.parallel:  # Chapter 10's Algorithm 20
+            return modern.parallel_layer(self, x, x_padding, **own)
         x, dual = _apply(self.attn, x, dual, causal=self.causal, z_padding=x_padding,
                          **own)
         if self.cross is not None:
@@ -389,28 +352,6 @@ def _apply(residual: Residual, x: Tensor, dual: Tensor | None, *args, **kwargs):
     return residual(x, *args, dual=dual, **kwargs)
 
 # %% ../nbs/06_architectures.ipynb #a355a2da
-class KVCache:
-    """The attention caches of a stack of layers: per layer, self-attention keys and
-    values for up to `capacity` positions and, with `cross`, the context's keys and
-    values for cross-attention."""
-
-    def __init__(self, n_layers: int, capacity: int, cross: bool = False):
-        ctx = lambda: AttentionCache(0, static=True) if cross else None
-        self.layers = [(AttentionCache(capacity), ctx()) for _ in range(n_layers)]
-
-    @property
-    def length(self) -> int:
-        "How many positions the self-attention caches hold."
-        return self.layers[0][0].length if self.layers else 0
-
-    def reorder(self, index: Tensor) -> None:
-        "Keep the batch rows `index` in every cache (beam search)."
-        for pair in self.layers:
-            for c in pair:
-                if c is not None:
-                    c.reorder(index)
-
-
 def run_stack(layers: nn.ModuleList, h: Tensor, final_norm: LayerNorm | None,
               resi: bool, cache: KVCache | None = None, **kwargs) -> Tensor:
     """Run `h` through `layers`, then the final norm; each layer reads and extends its
@@ -433,13 +374,9 @@ class Embedding(nn.Module):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.tok, self.l_max = TokenEmbedding(cfg.N_V, cfg.d_e), cfg.l_max
-        self.pos = None  # Chapter 10's positions act inside attention instead
-        if cfg.positions in ("learned", "sinusoidal"):
-            self.pos = PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions,
-                                           cfg.sinusoid_base, cfg.sinusoid_convention)
-        self.norm = make_norm(cfg) if cfg.embed_norm else None
-        self.scale = cfg.d_e ** 0.5 if cfg.embed_scale else None  # Gemma
+        self.tok = modern.make_token_embedding(cfg)  # Gemma's is scaled (Chapter 10)
+        self.pos = modern.make_positions(cfg)  # none for rotary positions (Chapter 10)
+        self.norm = modern.make_norm(cfg) if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, ids: Tensor, positions: Tensor | None = None) -> Tensor:
@@ -447,17 +384,14 @@ class Embedding(nn.Module):
         if ids.shape[1] == 0:
             raise ValueError("the sequences are empty: "
                              "a transformer needs at least one token")
-        e = self.tok(ids)
-        if self.scale is not None:  # the scale rounded to float32, as Gemma does
-            e = e * torch.tensor(self.scale, dtype=torch.float32).to(e.dtype)
-        if positions is None and self.pos is not None:
-            e = e + self.pos(ids.shape[1])
-        elif positions is not None:
+        if positions is None:
+            e = self.tok(ids) + self.pos(ids.shape[1])
+        else:
             # reading values back would break a graph
             if not torch.compiler.is_compiling():
-                check_length(int(positions.max()) + 1, self.l_max, "positions")
-            e = e if self.pos is None else e + self.pos.weight[positions]
-        return self.dropout(self.norm(e) if self.norm is not None else e)
+                check_length(int(positions.max()) + 1, self.pos.l_max, "positions")
+            e = self.tok(ids) + self.pos.weight[positions]
+        return _drop(self.dropout, self.norm(e) if self.norm is not None else e)
 
 # %% ../nbs/06_architectures.ipynb #25a310ca
 def init_weights(model: nn.Module, cfg: TransformerConfig, n_layers: int) -> None:
@@ -518,8 +452,7 @@ def deepnorm_init(layers: nn.ModuleList, beta: float) -> None:
 def _final_norm(cfg: TransformerConfig) -> LayerNorm | None:
     """The norm after the last layer: if `final_norm`, and always for ResiDual (the dual
     stream's)."""
-    resi = cfg.norm == "resi"
-    return make_norm(cfg) if cfg.final_norm or resi else None
+    return modern.make_norm(cfg) if cfg.final_norm or cfg.norm == "resi" else None
 
 
 def _stack(cfg: TransformerConfig, stack: str, N: int = 0, M: int = 0) -> nn.ModuleList:
@@ -596,7 +529,7 @@ class ETransformer(nn.Module):
         self.final_norm = _final_norm(cfg)
         self.W_f = nn.Linear(cfg.d_e, cfg.d_f, bias=cfg.bias)
         self.head_act = ACTIVATIONS[cfg.activation]
-        self.head_norm = make_norm(cfg, cfg.d_f)
+        self.head_norm = modern.make_norm(cfg, cfg.d_f)
         self.unembed = Unembedding(cfg.d_f, cfg.N_V, bias=cfg.unembed_bias)
         _initialise(self, cfg, self.layers)
 
@@ -714,95 +647,3 @@ class SequenceClassifier(nn.Module):
             keep = (~x_padding).to(h.dtype)
         pooled = (h * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
         return self.W_c(pooled)  # class logits (B, n_classes)
-
-# %% ../nbs/06_architectures.ipynb #ed048258
-def layer_diagram(cfg: TransformerConfig, cross: bool = False,
-                  causal: bool = True) -> list[list[str]]:
-    "One layer of `cfg`, bottom to top: each residual sublayer's operations ('+' adds)."
-    attn = "causal self-attention" if causal else "self-attention"
-    cross_attn = ["cross-attention"] if cross else []
-    sublayers = [attn] + cross_attn + [f"MLP ({cfg.activation})"]
-    order = {"pre": ["LayerNorm", "f", "+"], "post": ["f", "+", "LayerNorm"],
-             "resi": ["f", "+", "LayerNorm"],
-             "peri": ["LayerNorm", "f", "LayerNorm", "+"],
-             "deepnorm": ["f", "+", "LayerNorm"],
-             "out": ["f", "LayerNorm", "+"]}[cfg.norm]
-    return [[s if step == "f" else step for step in order] for s in sublayers]
-
-# %% ../nbs/06_architectures.ipynb #2b3ef717
-def draw_layer(cfg: TransformerConfig, ax, cross: bool = False, causal: bool = True,
-               title: str | None = None):
-    "Draw `layer_diagram(cfg)` on a matplotlib axis: boxes, additions and skip paths."
-    import matplotlib.patches as patches
-
-    groups = layer_diagram(cfg, cross, causal)
-    steps = [step for group in groups for step in group]
-    # index where each branch leaves
-    starts = [sum(len(g) for g in groups[:k]) for k in range(len(groups))]
-    if cfg.final_norm or cfg.norm == "resi":
-        steps.append("final LayerNorm (once)" if cfg.norm != "resi"
-                     else "+ LayerNorm(dual stream)")
-    ys = [1.0 + i for i in range(len(steps))]
-    plus = "α·x +" if cfg.norm == "deepnorm" else "+"
-    for y0, y1 in zip([0.0] + ys, ys):  # the residual stream, flowing upwards
-        ax.annotate("", xy=(0, y1 - 0.3), xytext=(0, y0 + 0.3 if y0 else y0),
-                    arrowprops=dict(arrowstyle="->"))
-    for i, (step, y) in enumerate(zip(steps, ys)):
-        if step == "+":
-            ax.add_patch(patches.Circle((0, y), 0.25, fc="white", ec="black"))
-            ax.text(0, y, plus, ha="center", va="center",
-                    fontsize=12 if plus == "+" else 7)
-            first = max(k for k in starts if k <= i)
-            y_branch = ys[first] - 0.5
-            ax.plot([0, 1.5, 1.5], [y_branch, y_branch, y], color="grey")
-            ax.annotate("", xy=(0.25, y), xytext=(1.5, y),
-                        arrowprops=dict(arrowstyle="->", color="grey"))
-        else:
-            colour = "#f6d55c" if "LayerNorm" in step else "#a8d5e2"
-            last = i == len(steps) - 1 and (cfg.final_norm or cfg.norm == "resi")
-            ax.add_patch(patches.Rectangle((-1.2, y - 0.3), 2.4, 0.6, fc=colour,
-                                           ec="black", ls="--" if last else "-"))
-            ax.text(0, y, step, ha="center", va="center", fontsize=8)
-    ax.set_xlim(-1.7, 2.0)
-    ax.set_ylim(-0.2, ys[-1] + 0.6)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    ax.set_title(title or f"{cfg.norm}", fontsize=10)
-
-# %% ../nbs/06_architectures.ipynb #b84ffcf3
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameters per top-level component (embed, layers, encoder, decoder, norms, head,
-    unembed); a shared tensor counts once."""
-    seen, counts = set(), {}
-    # named_parameters already skips a tied matrix's second name
-    for name, p in model.named_parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        part = name.split(".")[0]
-        counts[part] = counts.get(part, 0) + p.numel()
-    counts["total"] = sum(counts.values())
-    return counts
-
-# %% ../nbs/06_architectures.ipynb #b09220c9
-def famous_configs() -> dict[str, TransformerConfig]:
-    "The original Transformer (base), BERT-base and GPT-2 small as configs."
-    return {
-        "Transformer base (Vaswani et al.)": EDTransformerConfig(
-            N_V=37000, l_max=512, d_e=512, H=8, d_mlp=2048, L_enc=6, L_dec=6,
-            positions="sinusoidal", sinusoid_convention="vaswani", tie_embeddings=True,
-            dropout=0.1),
-        "BERT-base": ETransformerConfig(
-            N_V=30522, l_max=512, d_e=768, H=12, d_mlp=3072, L=12, embed_norm=True,
-            eps=1e-12, tie_embeddings=True, unembed_bias=True, dropout=0.1),
-        "GPT-2 small": DTransformerConfig(
-            N_V=50257, l_max=1024, d_e=768, H=12, L=12, activation="gelu_tanh",
-            tie_embeddings=True, dropout=0.1),
-    }
-
-
-def build(cfg: TransformerConfig) -> nn.Module:
-    "The model class that matches a config."
-    classes = {DTransformerConfig: DTransformer, ETransformerConfig: ETransformer,
-               EDTransformerConfig: EDTransformer}
-    return classes[type(cfg)](cfg)

@@ -22,7 +22,8 @@ __all__ = ['check_token_ids', 'check_length', 'check_shape', 'linear_params', 't
            'positional_embedding_ref', 'sinusoidal_W_p_ref', 'sinusoidal_positions', 'PositionalEmbedding',
            'AttentionParams', 'single_query_attention_ref', 'bidirectional_mask', 'causal_mask', 'cross_mask',
            'attention_ref', 'MHAttentionParams', 'mh_attention_ref', 'attention_weights', 'combine_masks',
-           'MultiHeadAttention', 'AttentionCache', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref', 'Unembedding']
+           'MultiHeadAttention', 'AttentionCache', 'KVCache', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref',
+           'Unembedding']
 
 # %% ../nbs/05_components.ipynb #2ab1517d
 def check_token_ids(ids: Tensor, N_V: int, name: str = "x") -> None:
@@ -333,6 +334,7 @@ class MultiHeadAttention(nn.Module):
         else:
             self.qkv = nn.Linear(d_x, 2 * q_size + v_size, bias=bias)
         self.o = nn.Linear(v_size, self.d_out, bias=bias)
+        self.split_sizes = (q_size, q_size, v_size)  # rows of W_q, W_k, W_v
 
     def fused_rows(self) -> dict[str, tuple[nn.Linear, slice]]:
         "Where W_q, W_k and W_v live: the fused linear map holding each, and its rows."
@@ -355,8 +357,7 @@ def _project(self: MultiHeadAttention, x: Tensor, z: Tensor,
     """Queries (B, H, l_x, d_attn), keys (B, H, l_z, d_attn) and values (B, H, l_z,
     d_mid). With a `cache`, the keys and values are all those cached (the new ones
     appended)."""
-    rows = self.fused_rows()
-    sizes = [rows[n][1].stop - rows[n][1].start for n in "qkv"]
+    sizes = self.split_sizes
     if self.cross:
         q = self.q(x)
         # the context's keys and values, kept
@@ -487,6 +488,29 @@ class AttentionCache:
         if self.k is not None:
             self.k, self.v = self.k[index], self.v[index]
 
+# %% ../nbs/05_components.ipynb #ef97c73e
+class KVCache:
+    """The attention caches of a stack of layers: per layer, self-attention keys and
+    values for up to `capacity` positions and, with `cross`, the context's keys and
+    values for cross-attention."""
+
+    def __init__(self, n_layers: int, capacity: int, cross: bool = False):
+        ctx = lambda: AttentionCache(0, static=True) if cross else None
+        self.layers = [(AttentionCache(capacity), ctx()) for _ in range(n_layers)]
+
+    @property
+    def length(self) -> int:
+        "How many positions the self-attention caches hold."
+        return self.layers[0][0].length if self.layers else 0
+
+    def reorder(self, index: Tensor) -> None:
+        "Keep the batch rows `index` in every cache (beam search)."
+        for pair in self.layers:
+            for c in pair:
+                if c is not None:
+                    c.reorder(index)
+
+
 # %% ../nbs/05_components.ipynb #42689008
 @algorithm(6, "layer_norm", batched="components.LayerNorm")
 def layer_norm_ref(e: Tensor, gamma: Tensor, beta: Tensor, eps: float = 0.0) -> Tensor:
@@ -507,8 +531,9 @@ class LayerNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(d_e)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
-                    f"input of LayerNorm(d_e={self.d_e})")
+        if x.shape[-1:] != (self.d_e,):  # checked only when wrong: this runs often
+            check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
+                        f"input of LayerNorm(d_e={self.d_e})")
         return F.layer_norm(x, (self.d_e,), self.gamma, self.beta, self.eps)
 
 # %% ../nbs/05_components.ipynb #52de5130
@@ -527,6 +552,7 @@ class Unembedding(nn.Module):
         self.W_u = nn.Linear(d_e, N_V, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
-                    f"input of Unembedding(d_e={self.d_e})")
+        if x.shape[-1:] != (self.d_e,):
+            check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
+                        f"input of Unembedding(d_e={self.d_e})")
         return self.W_u(x)

@@ -11,10 +11,10 @@ from torch import Tensor
 
 from .registry import algorithm
 from transformer_nb.architectures import (
-    DTransformer, EDTransformer, KVCache, TransformerParams, d_transformer_ref,
+    DTransformer, EDTransformer, TransformerParams, d_transformer_ref,
     ed_transformer_ref, gelu_ref, relu_ref,
 )
-from .components import check_token_ids, combine_masks
+from .components import KVCache, check_token_ids
 from .tokenization import pad
 
 # %% auto #0
@@ -236,7 +236,7 @@ def generate(model: DTransformer, prompts, max_new_tokens: int, *,
     rows = [_cut_at_stop(r, set(stop.tolist())) for r in rows]
     return rows[0] if single else rows
 
-# %% ../nbs/07b_inference.ipynb #d3e5f3d9
+# %% ../nbs/07b_inference.ipynb #941ee148
 def _check_max_len(model: EDTransformer, max_len: int) -> None:
     if not 1 <= max_len <= model.cfg.l_max - 1:
         raise ValueError("max_len must be between 1 and "
@@ -244,10 +244,12 @@ def _check_max_len(model: EDTransformer, max_len: int) -> None:
                          f"got {max_len}")
 
 
+# %% ../nbs/07b_inference.ipynb #d3e5f3d9
 @torch.inference_mode()
 def ed_generate(model: EDTransformer, z, bos_token: int, eos_token: int, max_len: int,
-                *, greedy: bool = True, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, z_padding: Tensor | None = None,
+                *, greedy: bool = True, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None,
+                z_padding: Tensor | None = None,
                 generator: torch.Generator | None = None) -> list[list[int]]:
     """Algorithm 15 for a batch of contexts, encoding once: the tokens after bos_token,
     before eos_token."""

@@ -332,13 +332,11 @@ def from_hf(hf_model, **config) -> DTransformer | ETransformer | EDTransformer:
         model = EDTransformer(torch_transformer_config(hf_model, **config))
         return load_torch_transformer(model, hf_model)
     kind = getattr(getattr(hf_model, "config", None), "model_type", None)
-    # Chapter 10 adds Llama, Mistral, Qwen (its module imports this one: loaded here)
-    from transformer_nb.modern import HF_LOADERS
-    loaders = {"gpt2": from_gpt2, "bert": from_bert, **HF_LOADERS}
+    loaders = {"gpt2": from_gpt2, "bert": from_bert}
     if kind not in loaders:
         raise ValueError(f"cannot convert a {type(hf_model).__name__}: from_hf knows "
-                         "GPT2LMHeadModel, BertForMaskedLM, nn.Transformer and "
-                         f"the causal LMs of {sorted(HF_LOADERS)}")
+                         "GPT2LMHeadModel, BertForMaskedLM and nn.Transformer (Llama, "
+                         "Mistral, Qwen, OLMo 2, Gemma 3, GPT-NeoX: Chapter 10's)")
     return loaders[kind](hf_model)
 
 
@@ -346,9 +344,6 @@ def to_hf(model: DTransformer | ETransformer | EDTransformer) -> nn.Module:
     "`model`'s counterpart: GPT2LMHeadModel, BertForMaskedLM or nn.Transformer."
     exporters = {DTransformer: to_gpt2, ETransformer: to_bert,
                  EDTransformer: to_torch_transformer}
-    if isinstance(model, DTransformer) and model.cfg.uses_modern():
-        from transformer_nb.modern import to_hf_modern  # Chapter 10's families
-        return to_hf_modern(model)
     if type(model) not in exporters:
         raise ValueError(f"cannot convert a {type(model).__name__}: to_hf knows "
                          "DTransformer, ETransformer and EDTransformer")

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer_nb.architectures import (
-    DTransformer, DTransformerConfig, count_parameters,
-)
+from .anatomy import count_parameters
+from .architectures import DTransformer, DTransformerConfig
 from .inference import generate
 from .tasks import BatchSampler
 from transformer_nb.training import (

@@ -208,8 +208,7 @@ class CharTokenizer(Tokenizer):
 
     def __init__(self, alphabet: Iterable[str], unknown: str = "unk"):
         chars = list(alphabet)
-        bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
-        if bad:
+        if bad := [c for c in chars if not isinstance(c, str) or len(c) != 1]:
             raise ValueError("the alphabet must consist of single characters, "
                              f"got {bad[0]!r}")
         if len(set(chars)) != len(chars):

@@ -26,13 +26,11 @@ from transformer_nb.architectures import (
     ETransformerConfig, SequenceClassifier, TransformerParams, d_transformer_ref,
     e_transformer_ref, ed_transformer_ref, gelu_ref, relu_ref,
 )
-from transformer_nb.checkpoint import (  # colab_checkpoint_dir: for Chapter 7b
+from transformer_nb.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
-    colab_checkpoint_dir, model_config, read_checkpoint, restore_rng,
+    model_config, read_checkpoint, restore_rng,
 )
-from transformer_nb.components import (
-    PositionalEmbedding, TokenEmbedding, check_token_ids,
-)
+from .components import PositionalEmbedding, TokenEmbedding
 from .tasks import BatchSampler, WindowSampler, random_windows
 from .tokenization import Tokenizer, pad
 
@@ -517,10 +515,9 @@ class _TrainerCheckpoints(_TrainerSteps):
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                 "model_kind": type(self.model).__name__,
                 "model_config": model_config(self.model),
-                "model": self.model.state_dict(),
+                "model": self.model.state_dict(), "scaler": self.scaler.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
                 "step": self.step, "history": self.history,
                 "train_config": asdict(self.cfg),
                 "tokenizer": self.tokenizer and self.tokenizer.to_json(),
@@ -582,9 +579,8 @@ class Trainer(_TrainerCheckpoints):
                 start = time.perf_counter()
                 loss, tokens = self.train_step()
                 elapsed = time.perf_counter() - start
-                self.history["step"].append(self.step)
-                self.history["loss"].append(loss)
-                self.history["lr"].append(lr)
+                for key, value in (("step", self.step), ("loss", loss), ("lr", lr)):
+                    self.history[key].append(value)
                 due = self.step % cfg.eval_every == 0 or self.step == cfg.max_steps
                 if self.val_batches is not None and due:
                     self.evaluate()
