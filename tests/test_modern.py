@@ -173,6 +173,13 @@ def test_gqa_cache_holds_H_kv_heads_and_a_window_caps_it():
         assert cache.length == 20
 
 
+def test_paper_params_refuses_a_modern_model_by_name():
+    from transformer_nb.architectures import paper_params
+    model = DTransformer(DTransformerConfig(norm_kind="rms"))
+    with pytest.raises(ValueError, match="gqa_params"):
+        paper_params(model)
+
+
 def test_default_config_is_still_algorithm_10():
     cfg = DTransformerConfig()
     assert not cfg.uses_modern()

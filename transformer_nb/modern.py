@@ -316,6 +316,14 @@ def gqa_params(att: Attention) -> GQAParams:
                      list(W_v.chunk(att.H_kv)), list(b_v.chunk(att.H_kv)),
                      att.o.weight, b_o, gamma(att.q_norm), gamma(att.k_norm))
 
+
+def _no_paper_params(self: Attention):
+    raise ValueError("this attention uses Chapter 10's options, which Algorithm 5's "
+                     "parameters cannot hold; read them with modern.gqa_params")
+
+
+Attention.paper_params = _no_paper_params  # what Chapter 6's paper_params asks for
+
 # %% ../nbs/10_modern.ipynb #32a20a78
 @algorithm(20, "parallel_layer", batched="modern.parallel_layer", beyond_paper=True)
 def parallel_layer_ref(X: Tensor, attn, norm1, norm2, mlp) -> Tensor:
