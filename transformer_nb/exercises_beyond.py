@@ -28,7 +28,7 @@ def _rope_cases() -> list[Case]:
 
 def _rope_batched(x, t, theta, d_r):
     rotary = Rotary(d_r, theta, angle_dtype=torch.float64)
-    return rotary(x[None, None, None], torch.tensor([t]))[0, 0, 0]
+    return rotary(x[None, None, None], positions=torch.tensor([t]))[0, 0, 0]
 
 
 def _rope_variant(neighbours=False, sign=1.0, over_d=False, all_dims=False):

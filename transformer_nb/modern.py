@@ -90,11 +90,16 @@ class Rotary(nn.Module):
         omega = 1.0 / (self.theta ** (i.to(self.angle_dtype) / self.d_r))  # line 2
         return positions[..., None].to(self.angle_dtype) * omega
 
-    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        a = self.angles(positions.to(x.device))
+    def forward(self, *xs: Tensor, positions: Tensor) -> Tensor | tuple[Tensor, ...]:
+        "Rotate each of `xs` (the queries, the keys), computing the angles once."
+        a = self.angles(positions.to(xs[0].device))
         a = a if a.dim() == 2 else a[:, None]  # (B, T, .) -> (B, 1, T, .): all heads
-        cos = torch.cat([a.cos(), a.cos()], -1).to(x.dtype)
-        sin = torch.cat([a.sin(), a.sin()], -1).to(x.dtype)
+        cos = torch.cat([a.cos(), a.cos()], -1).to(xs[0].dtype)
+        sin = torch.cat([a.sin(), a.sin()], -1).to(xs[0].dtype)
+        out = tuple(self._rotate(x, cos, sin) for x in xs)
+        return out[0] if len(out) == 1 else out
+
+    def _rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         r, rest = x[..., :self.d_r], x[..., self.d_r:]
         first, second = r.chunk(2, dim=-1)
         swapped = torch.cat([-second, first], dim=-1)
@@ -271,14 +276,14 @@ def _attention_forward(self: Attention, x: Tensor, *, causal: bool = True,
     if self.q_norm is not None and not self.qk_norm_all:  # lines 3 and 8: QK-norm
         q, k = self.q_norm(q), self.k_norm(k)
     if self.rotary is not None:  # lines 4 and 8: RoPE
-        q, k = self.rotary(q, positions), self.rotary(k, positions)
+        q, k = self.rotary(q, k, positions=positions)
     k, v, first = _remember(self, k, v, cache)
-    repeat = self.H // self.H_kv  # line 7: each group serves H / H_kv query heads
-    k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+    # line 7: each group serves H / H_kv consecutive query heads (enable_gqa below)
     plain = (causal and z_padding is None and self.window is None and before == 0
              and self.slopes is None)
     if plain:  # the fused kernel's own causal mask
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                             enable_gqa=self.H > self.H_kv)
     else:
         out = _masked_attention(self, q, k, v, before, first, causal, z_padding)
     return self.o(out.transpose(1, 2).flatten(2))  # lines 14-15
@@ -298,7 +303,8 @@ def _masked_attention(self: Attention, q, k, v, before, first, causal, padding):
     if self.slopes is not None:  # line 10: ALiBi, -m_h (t_x - t_z)
         bias = -self.slopes[:, None, None] * distance.abs().to(q.dtype)
         mask = bias.masked_fill(~allowed, float("-inf"))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                         enable_gqa=self.H > self.H_kv)
     return out.masked_fill(empty, 0.0)
 
 # %% ../nbs/10_modern.ipynb #1e9ea83d
