@@ -34,6 +34,7 @@ setuptools.setup(
     package_data={cfg["lib_name"]: ["data/*.tsv", "data/*.md"]},  # the Tatoeba sample, with its licence
     install_requires=requirements,
     extras_require={"dev": dev_requirements},
+    entry_points={"console_scripts": cfg.get("console_scripts", "").split()},
     python_requires=">=" + min_python,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -182,3 +182,19 @@ def test_padding_arguments_have_one_spelling_and_are_keyword_only():
                         assert p.kind is p.KEYWORD_ONLY, f"{name}.{fn.__name__}: {p.name}"
                         seen += 1
     assert seen >= 8  # the three models, the classifier, attention, generate, ed_generate
+
+
+def test_decoding_layout_changes_storage_not_values():
+    "Widening maps are stored input-major; tied weights stay tied; outputs do not change."
+    torch.manual_seed(0)
+    model = DTransformer(DTransformerConfig(N_V=300, L=2)).double()
+    wide = [p for n, p in model.named_parameters() if p.dim() == 2 and p.shape[0] > p.shape[1]
+            and not n.startswith("embed")]
+    assert len(wide) == 5 and all(p.stride() == (1, p.shape[0]) for p in wide)  # qkv, W_mlp1 x 2, W_u
+    tied = DTransformer(DTransformerConfig(N_V=300, L=1, tie_embeddings=True))
+    assert tied.unembed.W_u.weight is tied.embed.tok.weight
+    x = torch.randint(0, 300, (2, 9))
+    before = model(x)
+    for p in model.parameters():
+        p.data = p.data.contiguous()
+    assert torch.allclose(model(x), before, rtol=0, atol=1e-12)

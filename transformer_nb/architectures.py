@@ -16,8 +16,8 @@ from .registry import algorithm
 from transformer_nb.components import (
     KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
     PositionalEmbedding, TokenEmbedding, Unembedding, bidirectional_mask, causal_mask,
-    check_length, check_shape, cross_mask, layer_norm_ref, linear_params,
-    mh_attention_ref, positional_embedding_ref, token_embedding_ref,
+    check_length, check_shape, cross_mask, lay_out_for_decoding, layer_norm_ref,
+    linear_params,    mh_attention_ref, positional_embedding_ref, token_embedding_ref,
 )
 from . import modern  # Chapter 10's parts, each behind a config option
 
@@ -287,25 +287,23 @@ class Residual(nn.Module):
     """A sublayer f with its residual connection and layer norm(s), in the order
     `cfg.norm` names: post: x <- LN(x + f(x));  pre: x <- x + f(LN(x));  peri: x <- x
     + LN_out(f(LN(x))); deepnorm: x <- LN(alpha x + f(x));  resi: x <- LN(x + f(x))
-    and the dual stream d <- d + f(x);  out: x <- x + LN(f(x))."""
+    and the dual stream d <- d + f(x);  out (Chapter 10): peri without LN_in."""
 
     def __init__(self, cfg: TransformerConfig, sublayer: nn.Module, alpha: float = 1.0):
         super().__init__()
         self.placement, self.alpha = cfg.norm, alpha
         self.sublayer = sublayer
-        self.norm = modern.make_norm(cfg)  # LayerNorm, or Chapter 10's RMSnorm
-        self.norm_out = modern.make_norm(cfg) if cfg.norm == "peri" else None
+        self.norm = nn.Identity() if cfg.norm == "out" else modern.make_norm(cfg)
+        self.norm_out = modern.make_norm(cfg) if cfg.norm in ("peri", "out") else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, *args, dual: Tensor | None = None, **kwargs):
         if self.placement == "pre":
             f = self.sublayer(self.norm(x), *args, **kwargs)
             return x + _drop(self.dropout, f)
-        if self.placement == "peri":
+        if self.placement in ("peri", "out"):
             f = self.sublayer(self.norm(x), *args, **kwargs)
             return x + _drop(self.dropout, self.norm_out(f))
-        if self.placement == "out":  # OLMo 2 (Chapter 10)
-            return x + _drop(self.dropout, self.norm(self.sublayer(x, *args, **kwargs)))
         out = _drop(self.dropout, self.sublayer(x, *args, **kwargs))
         if self.placement == "resi":
             return self.norm(x + out), dual + out
@@ -480,7 +478,10 @@ def _initialise(model: nn.Module, cfg: TransformerConfig,
     if cfg.tie_embeddings:
         # W_u = W_e^T: one matrix, two uses
         model.unembed.W_u.weight = model.embed.tok.weight
+    lay_out_for_decoding(model)  # same values, faster one-token steps
 
+
+# %% ../nbs/06_architectures.ipynb #6ed093a9
 def _positions(x: Tensor, cache: KVCache | None, positions: Tensor | None):
     "The positions of the tokens x: `positions`, else after the cached ones, else None."
     if positions is None and cache is not None:

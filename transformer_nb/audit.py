@@ -158,8 +158,11 @@ class T2TDecoder(nn.Module):
 # %% ../nbs/09_layernorm_audit.ipynb #4f5665f7
 def _xavier_(weight: Tensor, gain: float = 1.0) -> None:
     n_out, n_in = weight.shape
+    std = gain * math.sqrt(2.0 / (n_in + n_out))
+    # drawn row by row whatever the layout in memory, so that a seed fixes the matrix
+    fresh = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
     with torch.no_grad():
-        weight.normal_(0.0, gain * math.sqrt(2.0 / (n_in + n_out)))
+        weight.copy_(fresh.normal_(0.0, std))
 
 
 def xavier_init(model: nn.Module, zero_qk: bool = False,

@@ -17,7 +17,7 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'capture_rng', 'restore_rng', 'atomic_save', 'colab_checkpoint_dir',
-           'model_config', 'read_checkpoint', 'check_compatible']
+           'model_config', 'read_checkpoint', 'model_kind', 'check_compatible']
 
 # %% ../nbs/07c_checkpoints.ipynb #17f62845
 def _plain(obj):
@@ -97,11 +97,19 @@ def read_checkpoint(path: str | Path) -> dict:
                          f"this package reads versions up to {CHECKPOINT_VERSION}")
     return ckpt
 
+# %% ../nbs/07c_checkpoints.ipynb #068bde92
+def model_kind(model: nn.Module) -> str:
+    "The name of the model's class, seen through classes PyTorch's wrappers add (FSDP)."
+    for cls in type(model).__mro__:
+        if not cls.__module__.startswith("torch.distributed."):
+            return cls.__name__
+    return type(model).__name__
+
 # %% ../nbs/07c_checkpoints.ipynb #d545ab54
 def check_compatible(ckpt: dict, model: nn.Module) -> None:
     """Raise a ValueError naming every config field in which `model` differs from the
     checkpoint's model."""
-    kind = type(model).__name__
+    kind = model_kind(model)
     if ckpt["model_kind"] != kind:
         raise ValueError(f"the checkpoint holds a {ckpt['model_kind']}, not a {kind}")
     saved, current = ckpt["model_config"], model_config(model)

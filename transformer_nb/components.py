@@ -5,6 +5,7 @@
 # %% ../nbs/05_components.ipynb #f35c9f89
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import operator
@@ -22,8 +23,8 @@ __all__ = ['check_token_ids', 'check_length', 'check_shape', 'linear_params', 't
            'positional_embedding_ref', 'sinusoidal_W_p_ref', 'sinusoidal_positions', 'PositionalEmbedding',
            'AttentionParams', 'single_query_attention_ref', 'bidirectional_mask', 'causal_mask', 'cross_mask',
            'attention_ref', 'MHAttentionParams', 'mh_attention_ref', 'attention_weights', 'combine_masks',
-           'MultiHeadAttention', 'AttentionCache', 'KVCache', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref',
-           'Unembedding']
+           'input_major', 'lay_out_for_decoding', 'MultiHeadAttention', 'AttentionCache', 'KVCache', 'layer_norm_ref',
+           'LayerNorm', 'unembedding_ref', 'Unembedding']
 
 # %% ../nbs/05_components.ipynb #2ab1517d
 def check_token_ids(ids: Tensor, N_V: int, name: str = "x") -> None:
@@ -304,6 +305,24 @@ def combine_masks(B: int, l_x: int, l_z: int, causal: bool, mask: Tensor | None,
     if not parts:
         return None
     return functools.reduce(operator.and_, parts).expand(B, 1, l_x, l_z)
+
+# %% ../nbs/05_components.ipynb #53802f88
+def input_major(linear: nn.Linear) -> nn.Linear:
+    """Store `linear`'s weight input-major (column by column); the matrix is unchanged.
+    A one-token matrix-vector product then reads it in order: faster if d_out > d_in."""
+    linear.weight = nn.Parameter(linear.weight.detach().t().contiguous().t())
+    return linear
+
+
+def lay_out_for_decoding(model: nn.Module) -> nn.Module:
+    "Store each widening map (d_out > d_in) input-major, except weights shared by two."
+    uses = collections.Counter(id(p) for _, p in model.named_parameters(
+        remove_duplicate=False))
+    for m in model.modules():
+        if (isinstance(m, nn.Linear) and m.out_features > m.in_features
+                and uses[id(m.weight)] == 1):
+            input_major(m)
+    return model
 
 # %% ../nbs/05_components.ipynb #03c0953c
 class MultiHeadAttention(nn.Module):

@@ -102,8 +102,8 @@ def llama_links(cfg: DTransformerConfig) -> list[Link]:
         norms = [("attn.norm", "input_layernorm"),
                  ("mlp.norm", "post_attention_layernorm")]
         if cfg.norm == "out":  # OLMo 2: the norms after attention and after the MLP
-            norms = [("attn.norm", "post_attention_layernorm"),
-                     ("mlp.norm", "post_feedforward_layernorm")]
+            norms = [("attn.norm_out", "post_attention_layernorm"),
+                     ("mlp.norm_out", "post_feedforward_layernorm")]
         if cfg.qk_norm:
             norms += [("attn.sublayer.q_norm", "self_attn.q_norm"),
                       ("attn.sublayer.k_norm", "self_attn.k_norm")]

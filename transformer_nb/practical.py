@@ -25,7 +25,7 @@ from transformer_nb.training import (
 # %% auto #0
 __all__ = ['set_optimizer', 'track_grad_norm', 'Recipe', 'Run', 'run_variant', 'run_variants', 'plot_variants', 'results_table',
            'smoothed_cross_entropy', 'label_smoothing_loss', 'MicroBatches', 'accumulated_grads',
-           'saved_activation_bytes', 'time_median', 'seconds_per_token']
+           'saved_activation_bytes', 'time_median', 'seconds_per_token', 'data_parallel_job']
 
 # %% ../nbs/08_practical.ipynb #ef98b9ae
 def set_optimizer(trainer: Trainer, optimizer: torch.optim.Optimizer) -> None:
@@ -274,3 +274,28 @@ def seconds_per_token(model: DTransformer, context: int, new_tokens: int = 16,
                                             use_cache=use_cache), repeats)
 
     return (timed(1 + new_tokens) - timed(1)) / new_tokens
+
+# %% ../nbs/08_practical.ipynb #cff2c09f
+def data_parallel_job(out: str, kinds: list[str], steps: int = 20) -> None:
+    """Train one small float64 decoder per parallel kind in `kinds` (same seed, same
+    global batch); rank 0 saves seconds per step, losses and final weights to `out`."""
+    from transformer_nb.distributed import full_model_state
+
+    results = {}
+    for kind in kinds:
+        torch.manual_seed(0)
+        config = DTransformerConfig(N_V=32, l_max=32, d_e=64, H=4, L=2)
+        model = DTransformer(config).double()
+        stream = torch.Generator().manual_seed(0)
+        tokens = torch.randint(32, (20_000,), generator=stream)
+        cfg = TrainConfig(max_steps=steps + 1, warmup_steps=2, device="cpu",
+                          progress=False, parallel=kind)
+        trainer = Trainer(model, next_token_loss, LMBatches(tokens, 16, 32), cfg)
+        trainer.fit(until=1)  # the first step sets up buffers: not timed
+        start = time.perf_counter()
+        trainer.fit()
+        results[kind] = {"seconds_per_step": (time.perf_counter() - start) / steps,
+                         "loss": trainer.history["loss"],
+                         "weights": full_model_state(trainer.dist, trainer.model)}
+    if trainer.dist.is_main:
+        torch.save(results, out)

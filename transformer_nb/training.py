@@ -28,8 +28,10 @@ from transformer_nb.architectures import (
 )
 from transformer_nb.checkpoint import (
     CHECKPOINT_FORMAT, CHECKPOINT_VERSION, atomic_save, capture_rng, check_compatible,
-    model_config, read_checkpoint, restore_rng,
+    model_config, model_kind, read_checkpoint, restore_rng,
 )
+from .distributed import (  # Chapter 7's fourth part: many processes
+    TrainerParallelism, global_mean, parallel_kind, wrap_model)
 from .components import PositionalEmbedding, TokenEmbedding
 from .tasks import BatchSampler, WindowSampler, random_windows
 from .tokenization import Tokenizer, pad
@@ -281,6 +283,8 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True  # a tqdm bar (loss, throughput, last validation loss)
     progress_interval: float = 2.0  # seconds between its updates
+    parallel: str = "auto"  # under torchrun: "ddp" (auto), "fsdp" or "none"
+    collective_timeout: float = 300.0  # seconds before a silent process fails the job
 
     def __post_init__(self):
         if self.min_lr is None:
@@ -306,6 +310,7 @@ def _check_train_config(cfg: TrainConfig) -> None:
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, "
                          f"got {cfg.precision!r}")
+    parallel_kind(cfg.parallel, world_size=1)  # a ValueError names an unknown kind
 
 # %% ../nbs/07a_training.ipynb #4a449a0b
 def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -428,7 +433,7 @@ def _first_tensor(batch) -> Tensor:
     return batch if isinstance(batch, Tensor) else batch[0]
 
 # %% ../nbs/07a_training.ipynb #07609279
-class _TrainerParts:
+class _TrainerParts(TrainerParallelism):
     "The trainer's parts: model, device, precision, optimizer, schedule, history."
 
     def __init__(self, model: nn.Module, loss_fn: Callable, train_batches: BatchSampler,
@@ -439,15 +444,16 @@ class _TrainerParts:
         torch.manual_seed(cfg.seed)  # dropout; the caller seeded the model's init
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        self._join(cfg, pick_device(cfg.device), train_batches, val_batches)
         self.model = model.to(self.device)
         self.amp_dtype = autocast_dtype(self.device, cfg.precision)
         self.loss_fn, self.tokenizer = loss_fn, tokenizer
-        self.train_batches, self.val_batches = train_batches, val_batches
+        self.parallel_model = wrap_model(self.dist, self.model, self.device)
         self.use_optimizer(optimizer(self.model, cfg))  # a factory: (model, cfg) -> it
         fp16 = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        self.forward_model = torch.compile(model) if cfg.compile else model
+        self.forward_model = (torch.compile(self.parallel_model) if cfg.compile
+                              else self.parallel_model)
         self.step = 0
         self.history = {"step": [], "loss": [], "lr": [], "val_step": [],
                         "val_loss": []}
@@ -474,11 +480,11 @@ class _TrainerSteps(_TrainerParts):
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
-        for _ in range(self.cfg.grad_accum):
+        for i in range(self.cfg.grad_accum):
             batch = _to_device(self.train_batches.sample(), self.device)
-            with autocast(self.device, self.amp_dtype):
+            with self._micro_step(i), autocast(self.device, self.amp_dtype):
                 loss = self.loss_fn(self.forward_model, batch) / self.cfg.grad_accum
-            self.scaler.scale(loss).backward()
+                self.scaler.scale(loss).backward()
             total += loss.item()
             tokens += _first_tensor(batch).numel()
         if self.cfg.grad_clip is not None:
@@ -488,7 +494,7 @@ class _TrainerSteps(_TrainerParts):
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        return total, tokens
+        return global_mean(self.dist, total), tokens * self.dist.world_size
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -501,7 +507,7 @@ class _TrainerSteps(_TrainerParts):
             with autocast(self.device, self.amp_dtype):
                 losses.append(self.loss_fn(self.forward_model, batch).item())
         self.model.train()
-        val = sum(losses) / len(losses)
+        val = global_mean(self.dist, sum(losses) / len(losses))  # over all ranks
         self.history["val_step"].append(self.step)
         self.history["val_loss"].append(val)
         return val
@@ -513,10 +519,9 @@ class _TrainerCheckpoints(_TrainerSteps):
     def state(self) -> dict:
         "Everything needed to continue exactly, as tensors and plain Python values."
         return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                "model_kind": type(self.model).__name__,
+                "model_kind": model_kind(self.model),
                 "model_config": model_config(self.model),
-                "model": self.model.state_dict(), "scaler": self.scaler.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                **self._full_states(), "scaler": self.scaler.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "step": self.step, "history": self.history,
                 "train_config": asdict(self.cfg),
@@ -529,15 +534,14 @@ class _TrainerCheckpoints(_TrainerSteps):
         if path is None:
             raise ValueError("no checkpoint path: pass one or set "
                              "TrainConfig.checkpoint_path")
-        atomic_save(self.state(), path)
+        self._write(path)
         return Path(path)
 
     def load(self, path: str | Path) -> None:
         "Continue from a checkpoint: weights, optimizer, schedule, step, history, RNG."
         ckpt = read_checkpoint(path)
         check_compatible(ckpt, self.model)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self._load_full_states(ckpt)  # model, optimizer
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.history = ckpt["step"], ckpt["history"]
@@ -548,10 +552,10 @@ class _TrainerCheckpoints(_TrainerSteps):
             self.tokenizer = Tokenizer.from_json(ckpt["tokenizer"])
 
 # %% ../nbs/07a_training.ipynb #c3dc2ca6
-def _progress_bar(cfg: TrainConfig, step: int, name: str) -> tqdm:
-    "A tqdm bar over cfg.max_steps, starting at `step` (disabled unless cfg.progress)."
+def _progress_bar(cfg: TrainConfig, step: int, name: str, show: bool = True) -> tqdm:
+    "A tqdm bar over cfg.max_steps from `step` (shown if cfg.progress and `show`)."
     return tqdm(total=cfg.max_steps, initial=step, desc=name, unit="step",
-                disable=not cfg.progress, mininterval=cfg.progress_interval,
+                disable=not (cfg.progress and show), mininterval=cfg.progress_interval,
                 dynamic_ncols=True)
 
 
@@ -572,7 +576,7 @@ class Trainer(_TrainerCheckpoints):
         until = cfg.max_steps if until is None else min(until, cfg.max_steps)
         if self.val_batches is not None and not self.history["val_step"]:
             self.evaluate()  # the untrained loss, where the validation curve starts
-        bar = _progress_bar(cfg, self.step, type(self.model).__name__)
+        bar = _progress_bar(cfg, self.step, model_kind(self.model), self.dist.is_main)
         try:
             while self.step < until:
                 lr = self.optimizer.param_groups[0]["lr"]
@@ -592,10 +596,7 @@ class Trainer(_TrainerCheckpoints):
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(1)
         except KeyboardInterrupt:
-            if cfg.checkpoint_path:
-                self.save()
-                print(f"interrupted: saved step {self.step} to {cfg.checkpoint_path}; "
-                      "call trainer.load(path) and trainer.fit() to continue")
+            self._interrupted()  # save, and say how to continue
             raise
         finally:
             bar.close()
