@@ -111,7 +111,7 @@ def test_top_p_keeps_the_smallest_nucleus():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(temperature=0.0), "temperature must be > 0"), (dict(temperature=-1.0), "temperature must be > 0"),
     (dict(top_p=0.0), r"top_p must be in \(0, 1\]"), (dict(top_p=1.01), r"top_p must be in \(0, 1\]"),
-    (dict(top_k=0), "top_k must be at least 1"), (dict(prompts=[5, 11]), "outside the vocabulary"),
+    (dict(top_k=0), "top_k must be a positive integer"), (dict(prompts=[5, 11]), "outside the vocabulary"),
     (dict(prompts=[]), "empty prompt"), (dict(prompts=[[1], []]), "empty prompt"),
     (dict(prompts=torch.zeros(2, 0, dtype=torch.long)), "empty prompt"), (dict(keep=8), "keep must be"),
 ])

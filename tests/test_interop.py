@@ -136,9 +136,9 @@ def test_mismatched_shapes_are_reported():
 
 
 def test_models_that_cannot_be_expressed_are_refused():
-    with pytest.raises(ValueError, match="GPT-2 needs"):
+    with pytest.raises(ValueError, match="GPT-2 cannot represent norm='post'"):
         to_gpt2(DTransformer(DTransformerConfig(N_V=10, l_max=8, d_e=8, H=2, L=1, norm="post")))
-    with pytest.raises(ValueError, match="BERT needs"):
+    with pytest.raises(ValueError, match="BERT cannot represent embed_norm=False"):
         to_bert(ETransformer(ETransformerConfig(N_V=10, l_max=8, d_e=8, H=2, L=1)))
 
 
@@ -152,7 +152,81 @@ def test_from_hf_and_to_hf_dispatch_on_the_model_class():
                         dropout=0.0, batch_first=True)
     ed = from_hf(tf, N_V=20, l_max=8)
     assert type(ed) is EDTransformer and type(to_hf(ed)) is nn.Transformer
-    with pytest.raises(ValueError, match="from_hf knows"):
+    with pytest.raises(TypeError, match="from_hf knows"):
         from_hf(nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="to_hf knows"):
+    with pytest.raises(TypeError, match="to_hf knows"):
         to_hf(nn.Linear(2, 2))
+
+
+# --- conversions are exact or refuse (issue: no conversion is silently wrong) ---------------------------------
+
+def hf_bert_with_biases(tied, seed=0):
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=53, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, max_position_embeddings=24, tie_word_embeddings=tied)
+    model = transformers.BertForMaskedLM(cfg).eval()
+    with torch.no_grad():  # visible biases, and an unused cls.predictions.bias that differs when untied
+        model.cls.predictions.decoder.bias.normal_(0, 1.0)
+        if not tied:
+            model.cls.predictions.bias.normal_(0, 1.0)
+            model.cls.predictions.decoder.weight.normal_(0, 0.05)
+    return model
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_bert_tied_and_untied_into_etransformer_and_back(tied):
+    hf = hf_bert_with_biases(tied)
+    ours = from_bert(hf).eval()
+    x = torch.randint(0, 53, (2, 11), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert (ours(x) - hf(x).logits).abs().max() < ATOL
+        back = to_bert(ours)
+        assert back.config.tie_word_embeddings == tied
+        assert (back(x).logits - hf(x).logits).abs().max() < ATOL
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_etransformer_with_random_bias_into_bert(tied):
+    torch.manual_seed(5)
+    ours = ETransformer(ETransformerConfig(N_V=53, l_max=24, d_e=32, H=4, L=2, embed_norm=True,
+                                           unembed_bias=True, tie_embeddings=tied)).eval()
+    with torch.no_grad():
+        ours.unembed.W_u.bias.normal_(0, 1.0)
+    x = torch.randint(0, 53, (2, 9), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        assert (to_bert(ours)(x).logits - ours(x)).abs().max() < ATOL
+
+
+GPT2_SCALINGS = [dict(scale_attn_weights=False), dict(scale_attn_by_inverse_layer_idx=True),
+                 dict(scale_attn_weights=False, scale_attn_by_inverse_layer_idx=True),
+                 dict(reorder_and_upcast_attn=True)]
+
+
+@pytest.mark.parametrize("flags", GPT2_SCALINGS, ids=lambda f: ",".join(f))
+def test_gpt2_attention_scaling_options_are_exact(flags):
+    torch.manual_seed(7)
+    cfg = transformers.GPT2Config(vocab_size=61, n_positions=24, n_embd=32, n_layer=3, n_head=4,
+                                  bos_token_id=None, eos_token_id=None, attn_implementation="eager", **flags)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():  # larger weights, so that a missing scale would show
+        for p in hf.parameters():
+            p.mul_(4.0)
+    ours = from_gpt2(hf).eval()
+    x = torch.randint(0, 61, (2, 12), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        assert (ours(x) - hf(x).logits).abs().max() < 1e-4
+        assert (to_gpt2(ours)(x).logits - hf(x).logits).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("act", ["gelu_new", "gelu_pytorch_tanh"])
+def test_bert_with_tanh_gelu_is_exact_both_ways(act):
+    torch.manual_seed(9)
+    hf = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=53, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=24, hidden_act=act)).eval()
+    ours = from_bert(hf).eval()
+    assert ours.cfg.activation == "gelu_tanh"
+    x = torch.randint(0, 53, (2, 9), generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        assert (ours(x) - hf(x).logits).abs().max() < ATOL
+        assert (to_bert(ours)(x).logits - hf(x).logits).abs().max() < ATOL

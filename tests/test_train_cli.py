@@ -32,7 +32,7 @@ def run_files(tmp_path):
     (["--optim.lr=1"], "unknown table 'optim'"),
     (["--data=missing.txt"], "data file missing.txt does not exist"),
     (["--model.H=3"], "d_e = 16 is not divisible by the number of heads H = 3"),
-    (["--warmup_steps=-1"], "warmup_steps and checkpoint_every must be >= 0"),
+    (["--warmup_steps=-1"], "warmup_steps must be at least 0"),
     (["--parallel=zero3"], "parallel must be one of"),
     (["--resume"], "there is no"),
     (["--lr"], "write overrides as --field=value"),

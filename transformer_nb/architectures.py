@@ -14,10 +14,11 @@ from torch import Tensor, nn
 
 from .registry import algorithm
 from transformer_nb.components import (
-    KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention,
-    PositionalEmbedding, TokenEmbedding, Unembedding, bidirectional_mask, causal_mask,
-    check_length, check_shape, cross_mask, lay_out_for_decoding, layer_norm_ref,
-    linear_params,    mh_attention_ref, positional_embedding_ref, token_embedding_ref,
+    KVCache, LayerNorm, MHAttentionParams, MultiHeadAttention, PositionalEmbedding,
+    TokenEmbedding, Unembedding, bidirectional_mask, causal_mask, check_batch,
+    check_length, check_size, check_token_ids, cross_mask, lay_out_for_decoding,
+    layer_norm_ref, linear_params, mh_attention_ref, positional_embedding_ref,
+    token_embedding_ref,
 )
 from . import modern  # Chapter 10's parts, each behind a config option
 
@@ -54,9 +55,7 @@ NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm", "out")  # out: Ch.
 def _check_config(cfg) -> None:
     "Raise a ValueError for any value of `cfg` outside its field's allowed range."
     for name in ("N_V", "l_max", "d_e", "H", "d_mlp") + cfg._layer_fields():
-        if getattr(cfg, name) < 1:
-            raise ValueError(
-                f"{name} must be a positive integer, got {getattr(cfg, name)}")
+        check_size(getattr(cfg, name), name)  # 16.0 is refused, not rounded
     if cfg.d_e % cfg.H:
         raise ValueError(
             f"d_e = {cfg.d_e} is not divisible by the number of heads H = {cfg.H}")
@@ -67,10 +66,10 @@ def _check_config(cfg) -> None:
         if getattr(cfg, name) not in allowed:
             raise ValueError(
                 f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.eps < 0:
-        raise ValueError(f"eps must be >= 0, got {cfg.eps}")
+    for name, lo, hi in (("dropout", 0, 1), ("eps", 0, math.inf)):  # NaN fails too
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v < hi:
+            raise ValueError(f"{name} must be a number in [{lo}, {hi}), got {v!r}")
     modern.check_options(cfg)  # Chapter 10's options
 
 # %% ../nbs/06_architectures.ipynb #75ffe422
@@ -318,8 +317,7 @@ class Layer(nn.Module):
                  alpha: float = 1.0):
         super().__init__()
         self.causal, self.parallel = causal, cfg.parallel
-        attn = modern.make_attention(cfg)  # Algorithm 5, or Chapter 10's 19
-        self.attn = Residual(cfg, attn, alpha)
+        self.attn = Residual(cfg, modern.make_attention(cfg), alpha)  # Alg. 5 or 19
         if cross:
             cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias)
         self.cross = Residual(cfg, cross_attn, alpha) if cross else None
@@ -327,8 +325,7 @@ class Layer(nn.Module):
 
     def forward(self, x: Tensor, z: Tensor | None = None, *,
                 z_padding: Tensor | None = None, x_padding: Tensor | None = None,
-                dual: Tensor | None = None, cache: tuple | None = None,
-                positions: Tensor | None = None):
+                dual: Tensor | None = None, cache: tuple | None = None, positions=None):
         """The layer's output; with ResiDual, pass the dual stream as `dual` and get (x,
         dual) back. `cache`: this layer's (self-attention, cross-attention)
         `AttentionCache`s; `positions` reach Chapter 10's rotary attention."""
@@ -377,18 +374,18 @@ class Embedding(nn.Module):
         self.norm = modern.make_norm(cfg) if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, ids: Tensor, positions: Tensor | None = None) -> Tensor:
-        check_shape(ids, (None, None), "token ids (batch, length)")
+    def forward(self, ids: Tensor, positions: Tensor | None = None, name="x") -> Tensor:
+        check_batch(ids, None, name)
         if ids.shape[1] == 0:
             raise ValueError("the sequences are empty: "
                              "a transformer needs at least one token")
         if positions is None:
-            e = self.tok(ids) + self.pos(ids.shape[1])
+            e = self.tok(ids, name) + self.pos(ids.shape[1], name=name)
         else:
-            # reading values back would break a graph
-            if not torch.compiler.is_compiling():
-                check_length(int(positions.max()) + 1, self.pos.l_max, "positions")
-            e = self.tok(ids) + self.pos.weight[positions]
+            last = check_token_ids(positions, None, "positions")  # integers >= 0
+            if last is not None:  # None: not read back (a compiled graph)
+                check_length(last + 1, self.pos.l_max, "positions")
+            e = self.tok(ids, name) + self.pos.weight[positions]
         return _drop(self.dropout, self.norm(e) if self.norm is not None else e)
 
 # %% ../nbs/06_architectures.ipynb #25a310ca
@@ -508,6 +505,7 @@ class DTransformer(nn.Module):
         they sit at the positions after the cached ones (or at `positions`), attend
         to every cached position, and are appended; `x_padding` then covers the
         cached positions too."""
+        check_batch(x, x_padding, "x", before=0 if cache is None else cache.length)
         positions = _positions(x, cache, positions)
         h = run_stack(self.layers, self.embed(x, positions), self.final_norm,
                       self.cfg.norm == "resi", cache=cache, x_padding=x_padding,
@@ -536,6 +534,7 @@ class ETransformer(nn.Module):
 
     def hidden_states(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
         "The encoder's output (B, T, d_e), before the output head."
+        check_batch(x, x_padding, "x")
         resi = self.cfg.norm == "resi"
         return run_stack(self.layers, self.embed(x), self.final_norm, resi,
                          x_padding=x_padding)
@@ -562,14 +561,16 @@ class EDTransformer(nn.Module):
 
     def encode(self, z: Tensor, *, z_padding: Tensor | None = None) -> Tensor:
         "The encoded context Z, shape (B, T_z, d_e)."
+        check_batch(z, z_padding, "z")
         resi = self.cfg.norm == "resi"
-        return run_stack(self.encoder, self.embed(z), self.enc_norm, resi,
+        return run_stack(self.encoder, self.embed(z, name="z"), self.enc_norm, resi,
                          x_padding=z_padding)
 
     def decode(self, x: Tensor, Z: Tensor, *, z_padding: Tensor | None = None,
                x_padding: Tensor | None = None, cache: KVCache | None = None,
                positions: Tensor | None = None) -> Tensor:
         "Logits (B, T_x, N_V) of x given Z; a cache as in DTransformer (Z's K/V kept)."
+        check_batch(x, x_padding, "x", before=0 if cache is None else cache.length)
         if Z.shape[0] != x.shape[0]:
             raise ValueError("z and x have different batch sizes: "
                              f"{Z.shape[0]} and {x.shape[0]}")
@@ -581,8 +582,6 @@ class EDTransformer(nn.Module):
 
     def forward(self, z: Tensor, x: Tensor, *, z_padding: Tensor | None = None,
                 x_padding: Tensor | None = None) -> Tensor:
-        check_shape(z, (None, None), "context z (batch, length)")
-        check_shape(x, (None, None), "primary x (batch, length)")  # decode checks B
         Z = self.encode(z, z_padding=z_padding)
         return self.decode(x, Z, x_padding=x_padding, z_padding=z_padding)
 
@@ -628,8 +627,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, encoder: ETransformer, n_classes: int):
         super().__init__()
-        if n_classes < 2:
-            raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+        check_size(n_classes, "n_classes", minimum=2)  # a classifier needs 2 classes
         self.encoder, self.n_classes = encoder, n_classes
         self.W_c = nn.Linear(encoder.cfg.d_e, n_classes)
 
@@ -642,6 +640,8 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
         h = self.encoder.hidden_states(x, x_padding=x_padding)  # (B, T, d_e)
+        if x_padding is not None and bool(x_padding.all(1).any()):  # no mean: refused
+            raise ValueError("a row of x_padding is all padding: nothing to classify")
         if x_padding is None:
             keep = torch.ones_like(x, dtype=h.dtype)
         else:

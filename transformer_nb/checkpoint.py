@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from dataclasses import asdict
@@ -17,7 +18,7 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'capture_rng', 'restore_rng', 'atomic_save', 'colab_checkpoint_dir',
-           'model_config', 'read_checkpoint', 'model_kind', 'check_compatible']
+           'load_safely', 'model_config', 'read_checkpoint', 'model_kind', 'check_compatible']
 
 # %% ../nbs/07c_checkpoints.ipynb #17f62845
 def _plain(obj):
@@ -76,6 +77,33 @@ def colab_checkpoint_dir(name: str = "transformer_nb") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
+# %% ../nbs/07c_checkpoints.ipynb #f7a0b3d6
+def load_safely(path: str | Path):
+    """torch.load(path, weights_only=True) onto the CPU; a missing or unreadable file
+    is a FileNotFoundError or ValueError naming it."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or a Path, got a {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        what = "a directory, not a file" if path.is_dir() else "no such file"
+        raise FileNotFoundError(f"no checkpoint at {path}: {what}")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not head:
+        raise ValueError(f"{path} is empty, not a checkpoint")
+    if head != b"PK":  # torch.save writes a zip archive
+        raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip "
+                         "archive; this looks like text, JSON or other bytes)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path} holds Python objects other than tensors and plain "
+                         "values, so transformer_nb did not write it; it is not "
+                         "loaded, for safety") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"{path} is truncated or damaged "
+                         f"({type(e).__name__})") from None
+
 # %% ../nbs/07c_checkpoints.ipynb #845d4aa3
 CHECKPOINT_FORMAT = "transformer_nb.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -86,12 +114,19 @@ def model_config(model: nn.Module) -> dict:
     return model.config_dict() if hasattr(model, "config_dict") else asdict(model.cfg)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint safely (weights_only=True) onto the CPU and check that it is
-    one of ours."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+def read_checkpoint(path: str | Path,
+                    needs: tuple[str, ...] = ("model_kind", "model_config")) -> dict:
+    """Load a checkpoint safely onto the CPU and check that it is one of ours, with the
+    entries `needs`."""
+    ckpt = load_safely(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a checkpoint written by transformer_nb")
+    if not isinstance(ckpt.get("version", 1), int):
+        raise ValueError(f"{path} has a damaged format version")
+    missing = [k for k in needs if k not in ckpt]
+    if missing or not isinstance(ckpt.get("model_config", {}), dict):
+        raise ValueError(f"{path} is a damaged checkpoint: missing {missing} "
+                         "or a model_config that is not a dict")
     if ckpt.get("version", 1) > CHECKPOINT_VERSION:
         raise ValueError(f"{path} has checkpoint format version {ckpt['version']}; "
                          f"this package reads versions up to {CHECKPOINT_VERSION}")
@@ -106,16 +141,17 @@ def model_kind(model: nn.Module) -> str:
     return type(model).__name__
 
 # %% ../nbs/07c_checkpoints.ipynb #d545ab54
-def check_compatible(ckpt: dict, model: nn.Module) -> None:
+def check_compatible(ckpt: dict, model: nn.Module,
+                     source: str = "the checkpoint") -> None:
     """Raise a ValueError naming every config field in which `model` differs from the
     checkpoint's model."""
     kind = model_kind(model)
     if ckpt["model_kind"] != kind:
-        raise ValueError(f"the checkpoint holds a {ckpt['model_kind']}, not a {kind}")
+        raise ValueError(f"{source} holds a {ckpt['model_kind']}, not a {kind}")
     saved, current = ckpt["model_config"], model_config(model)
     keys = sorted(saved.keys() | current.keys())
     diffs = [f"{k} (checkpoint {saved.get(k)!r}, model {current.get(k)!r})"
              for k in keys if saved.get(k) != current.get(k)]
     if diffs:
-        raise ValueError("the checkpoint was saved from a model with a different "
+        raise ValueError(f"{source} was saved from a model with a different "
                          "config: " + "; ".join(diffs))

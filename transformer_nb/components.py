@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import functools
 import math
+import numbers
 import operator
 from dataclasses import dataclass
 
@@ -19,26 +20,34 @@ from torch import Tensor, nn
 from .registry import algorithm
 
 # %% auto #0
-__all__ = ['check_token_ids', 'check_length', 'check_shape', 'linear_params', 'token_embedding_ref', 'TokenEmbedding',
-           'positional_embedding_ref', 'sinusoidal_W_p_ref', 'sinusoidal_positions', 'PositionalEmbedding',
-           'AttentionParams', 'single_query_attention_ref', 'bidirectional_mask', 'causal_mask', 'cross_mask',
-           'attention_ref', 'MHAttentionParams', 'mh_attention_ref', 'attention_weights', 'combine_masks',
-           'input_major', 'lay_out_for_decoding', 'MultiHeadAttention', 'AttentionCache', 'KVCache', 'layer_norm_ref',
-           'LayerNorm', 'unembedding_ref', 'Unembedding']
+__all__ = ['check_token_ids', 'check_length', 'check_shape', 'check_size', 'check_vectors', 'check_padding', 'check_batch',
+           'linear_params', 'token_embedding_ref', 'TokenEmbedding', 'positional_embedding_ref', 'sinusoidal_W_p_ref',
+           'sinusoidal_positions', 'PositionalEmbedding', 'AttentionParams', 'single_query_attention_ref',
+           'bidirectional_mask', 'causal_mask', 'cross_mask', 'attention_ref', 'MHAttentionParams', 'mh_attention_ref',
+           'attention_weights', 'combine_masks', 'input_major', 'lay_out_for_decoding', 'MultiHeadAttention',
+           'AttentionCache', 'KVCache', 'layer_norm_ref', 'LayerNorm', 'unembedding_ref', 'Unembedding']
 
 # %% ../nbs/05_components.ipynb #2ab1517d
-def check_token_ids(ids: Tensor, N_V: int, name: str = "x") -> None:
-    "Raise a `ValueError` unless `ids` is an integer tensor of ids in {0, ..., N_V-1}."
-    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+def check_token_ids(ids: Tensor, N_V: int | None, name: str = "x") -> int | None:
+    """Raise unless `ids` is an int64 or int32 tensor of ids in {0, ..., N_V-1} (only
+    ids >= 0 when N_V is None); return the largest id (None if not read)."""
+    if not isinstance(ids, Tensor):
+        raise TypeError(f"{name} must be a tensor of token ids, got a "
+                        f"{type(ids).__name__} (use torch.tensor(...))")
+    if ids.dtype not in (torch.long, torch.int32):
+        raise ValueError(f"{name} must hold integer token ids (torch.long), "
+                         f"got dtype {ids.dtype}")
     # reading values back would break a compiled graph
     if ids.numel() == 0 or torch.compiler.is_compiling():
-        return
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi >= N_V:
+        return None
+    lo, hi = torch.stack(ids.aminmax()).tolist()  # one read back from the device
+    if lo < 0 and N_V is None:
+        raise ValueError(f"{name} contains {lo}: ids must be >= 0")
+    if lo < 0 or (N_V is not None and hi >= N_V):
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name} contains token id {bad}, outside the vocabulary "
                          f"{{0, ..., {N_V - 1}}} (N_V = {N_V})")
+    return hi
 
 
 def check_length(length: int, l_max: int, name: str = "x") -> None:
@@ -50,11 +59,59 @@ def check_length(length: int, l_max: int, name: str = "x") -> None:
 
 def check_shape(t: Tensor, shape: tuple, name: str) -> None:
     "Raise a `ValueError` unless `t.shape` matches `shape` (`None` matches any size)."
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a tensor, got a {type(t).__name__}")
     ok = t.dim() == len(shape) and all(s is None or s == n
                                        for s, n in zip(shape, t.shape))
     if not ok:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+
+# %% ../nbs/05_components.ipynb #d7f2b3c4
+def check_size(value, name: str, minimum: int = 1) -> None:
+    "Raise unless `value` is an integer (not a bool or a float) of at least `minimum`."
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} "
+                        f"({type(value).__name__})")
+    if value < minimum:
+        least = "a positive integer" if minimum == 1 else f"at least {minimum}"
+        raise ValueError(f"{name} must be {least}, got {value}")
+
+
+def check_vectors(t: Tensor, dtype: torch.dtype, name: str) -> None:
+    """Raise unless `t` is floating point in `dtype`, the weights' dtype (autocast
+    mixes dtypes on purpose, so then only floating point is asked)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a tensor, got a {type(t).__name__}")
+    if not t.dtype.is_floating_point:
+        raise ValueError(f"{name} must hold real vectors (floating point), "
+                         f"got dtype {t.dtype}")
+    if t.dtype != dtype and not torch.is_autocast_enabled(t.device.type):
+        raise ValueError(f"{name} has dtype {t.dtype} but the weights {dtype}: "
+                         f"convert one, e.g. .to({dtype})")
+
+
+def check_padding(mask, shape: tuple, name: str) -> None:
+    "Raise unless `mask` is a bool tensor of `shape`, True = padding."
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"{name} must be a bool tensor (True = padding), "
+                        f"got a {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise ValueError(
+            f"{name} must be a bool tensor with True = padding, "
+            f"got dtype {mask.dtype}. "
+            "Hugging Face's attention_mask is the opposite (1 = keep); from one, "
+            "pass attention_mask == 0")
+    check_shape(mask, shape, f"{name} {shape}")
+
+# %% ../nbs/05_components.ipynb #b0d3f6a9
+def check_batch(ids: Tensor, padding: Tensor | None, name: str = "x",
+                before: int = 0) -> None:
+    """Raise unless `ids` is a (B, T) batch (its ids are checked when embedded) and
+    `padding`, if given, its bool mask (B, before + T), True = padding."""
+    check_shape(ids, (None, None), f"{name} (batch, length) of token ids")
+    if padding is not None:
+        check_padding(padding, (ids.shape[0], before + ids.shape[1]), f"{name}_padding")
 
 # %% ../nbs/05_components.ipynb #41fa7810
 def linear_params(lin: nn.Linear) -> tuple[Tensor, Tensor]:
@@ -78,6 +135,7 @@ class TokenEmbedding(nn.Embedding):
     "Algorithm 1, batched: ids (B, T) to embeddings (B, T, d_e). `weight` is W_e^T."
 
     def __init__(self, N_V: int, d_e: int):
+        check_size(N_V, "N_V"), check_size(d_e, "d_e")
         super().__init__(N_V, d_e)
         self.N_V, self.d_e = N_V, d_e
 
@@ -85,8 +143,8 @@ class TokenEmbedding(nn.Embedding):
     def W_e(self) -> Tensor:
         return self.weight.T  # (d_e, N_V), as in the paper
 
-    def forward(self, ids: Tensor) -> Tensor:
-        check_token_ids(ids, self.N_V)
+    def forward(self, ids: Tensor, name: str = "x") -> Tensor:
+        check_token_ids(ids, self.N_V, name)
         return super().forward(ids)
 
 # %% ../nbs/05_components.ipynb #d2beb5b3
@@ -152,6 +210,7 @@ class PositionalEmbedding(nn.Module):
     def __init__(self, l_max: int, d_e: int, kind: str = "learned",
                  base: float | None = None, convention: str = "paper"):
         super().__init__()
+        check_size(l_max, "l_max"), check_size(d_e, "d_e")
         self.l_max, self.d_e, self.kind = l_max, d_e, kind
         if kind == "learned":
             self.weight = nn.Parameter(torch.randn(l_max, d_e) * 0.02)
@@ -166,10 +225,9 @@ class PositionalEmbedding(nn.Module):
     def W_p(self) -> Tensor:
         return self.weight.T  # (d_e, l_max), as in the paper
 
-    def forward(self, T: int, offset: int = 0) -> Tensor:
-        if offset < 0:
-            raise ValueError(f"offset must be >= 0, got {offset}")
-        check_length(offset + T, self.l_max)
+    def forward(self, T: int, offset: int = 0, name: str = "x") -> Tensor:
+        check_size(T, "T"), check_size(offset, "offset", minimum=0)
+        check_length(offset + T, self.l_max, name)
         return self.weight[offset:offset + T]
 
 # %% ../nbs/05_components.ipynb #1f6f4341
@@ -333,8 +391,9 @@ class MultiHeadAttention(nn.Module):
                  d_attn: int | None = None, d_mid: int | None = None,
                  d_out: int | None = None, cross: bool = False, bias: bool = True):
         super().__init__()
-        if H < 1:
-            raise ValueError(f"the number of heads H must be positive, got {H}")
+        for name, size in dict(d_x=d_x, H=H, d_z=d_z, d_attn=d_attn, d_mid=d_mid,
+                               d_out=d_out).items():
+            if size is not None: check_size(size, name)  # None: the default
         if (d_attn is None or d_mid is None) and d_x % H:
             raise ValueError(f"d_e = {d_x} is not divisible by the number of heads "
                              f"H = {H}; choose H dividing d_e or give d_attn and d_mid "
@@ -440,6 +499,7 @@ MultiHeadAttention.forward = _forward
 def _check_inputs(self: MultiHeadAttention, x, z, mask, z_padding, cache) -> Tensor:
     "The context z (x itself for self-attention), after checking every shape."
     check_shape(x, (None, None, self.d_x), "x (batch, l_x, d_x)")
+    check_vectors(x, self.o.weight.dtype, "x")
     if self.cross and z is None and (cache is None or cache.k is None):
         raise ValueError("cross-attention needs a context z of shape (batch, l_z, d_z)")
     if not self.cross and z is not None:
@@ -447,18 +507,21 @@ def _check_inputs(self: MultiHeadAttention, x, z, mask, z_padding, cache) -> Ten
                          "to pass a context z")
     z = x if z is None else z
     check_shape(z, (None, None, self.d_z), "z (batch, l_z, d_z)")
+    check_vectors(z, self.o.weight.dtype, "z")
     if z.shape[0] != x.shape[0]:
         raise ValueError("x and z have different batch sizes: "
                          f"{x.shape[0]} and {z.shape[0]}")
     # cached positions before x
     before = 0 if cache is None or self.cross else cache.length
     l_z = before + z.shape[1]
+    if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
+        raise ValueError("mask must be a bool tensor, True = may attend")
     if mask is not None and mask.shape[-2:] != (x.shape[1], l_z):
         raise ValueError(f"mask must have shape (l_x, l_z) = {(x.shape[1], l_z)} "
                          "(query-major, the paper's Mask transposed), "
                          f"got {tuple(mask.shape)}")
     if z_padding is not None:
-        check_shape(z_padding, (z.shape[0], l_z), "z_padding (batch, l_z)")
+        check_padding(z_padding, (z.shape[0], l_z), "z_padding")
     return z
 
 # %% ../nbs/05_components.ipynb #36636abc
@@ -545,12 +608,18 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d_e: int, eps: float = 1e-5, bias: bool = True):
         super().__init__()
+        check_size(d_e, "d_e")
+        if not eps >= 0:  # NaN too
+            raise ValueError(f"eps must be >= 0, got {eps}")
         self.d_e, self.eps = d_e, eps
         self.gamma = nn.Parameter(torch.ones(d_e))
         self.beta = nn.Parameter(torch.zeros(d_e)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1:] != (self.d_e,):  # checked only when wrong: this runs often
+        # checked only when something is off: this runs often
+        if (not isinstance(x, Tensor) or x.shape[-1:] != (self.d_e,)
+                or x.dtype != self.gamma.dtype):
+            check_vectors(x, self.gamma.dtype, "the input of LayerNorm")
             check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
                         f"input of LayerNorm(d_e={self.d_e})")
         return F.layer_norm(x, (self.d_e,), self.gamma, self.beta, self.eps)
@@ -567,11 +636,14 @@ class Unembedding(nn.Module):
 
     def __init__(self, d_e: int, N_V: int, bias: bool = False):
         super().__init__()
+        check_size(d_e, "d_e"), check_size(N_V, "N_V")
         self.d_e, self.N_V = d_e, N_V
         self.W_u = nn.Linear(d_e, N_V, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1:] != (self.d_e,):
+        if (not isinstance(x, Tensor) or x.shape[-1:] != (self.d_e,)
+                or x.dtype != self.W_u.weight.dtype):  # checked only when off
+            check_vectors(x, self.W_u.weight.dtype, "the input of Unembedding")
             check_shape(x, (None,) * (x.dim() - 1) + (self.d_e,),
                         f"input of Unembedding(d_e={self.d_e})")
         return self.W_u(x)

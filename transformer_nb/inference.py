@@ -14,21 +14,26 @@ from transformer_nb.architectures import (
     DTransformer, EDTransformer, TransformerParams, d_transformer_ref,
     ed_transformer_ref, gelu_ref, relu_ref,
 )
-from .components import KVCache, check_token_ids
-from .tokenization import pad
+import numbers
+
+from transformer_nb.components import (
+    KVCache, check_padding, check_size, check_token_ids,
+)
+from .tokenization import _id_list, pad
 
 # %% auto #0
-__all__ = ['temperature_ref', 'sample_ref', 'd_inference_ref', 'ed_inference_ref', 'check_sampling', 'sampling_probs',
-           'sample_next', 'positions_of', 'generate', 'ed_generate', 'beam_search', 'cross_attention']
+__all__ = ['temperature_ref', 'sample_ref', 'd_inference_ref', 'ed_inference_ref', 'check_model', 'check_sampling',
+           'sampling_probs', 'sample_next', 'positions_of', 'generate', 'ed_generate', 'beam_search', 'cross_attention']
 
 # %% ../nbs/07b_inference.ipynb #14e9ae60
 def temperature_ref(p: Tensor, tau: float) -> Tensor:
-    """q proportional to p^(1/tau), for a probability vector p (computed from log p,
-    which cannot underflow)."""
-    if not tau > 0:
-        raise ValueError(f"the temperature tau must be in (0, inf), got {tau}")
-    log_q = torch.log(p) / tau
-    q = torch.exp(log_q - log_q.max())
+    """q proportional to p^(1/tau), for a probability vector p, from log p shifted so
+    that its top entry is 0: a tau so small that p^(1/tau) underflows gives the limit,
+    all the mass on the most probable token(s)."""
+    if not isinstance(tau, numbers.Real) or not tau > 0:  # NaN too
+        raise ValueError(f"the temperature tau must be in (0, inf), got {tau!r}")
+    log_p = torch.log(p)
+    q = torch.exp((log_p - log_p.max()) / tau)
     return q / q.sum()
 
 
@@ -82,15 +87,23 @@ def ed_inference_ref(z: list[int], theta: TransformerParams, bos_token: int,
     return x_hat  # line 9
 
 # %% ../nbs/07b_inference.ipynb #5b8c88d0
+def check_model(model, kind: type, fn: str) -> None:
+    "A TypeError unless `model` is a `kind`: each generation function serves one kind."
+    if not isinstance(model, kind):
+        an = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"{fn} needs {an} {kind.__name__}, "
+                        f"not a {type(model).__name__}")
+
+
 def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
     "Raise a ValueError for a temperature <= 0, top_k < 1 or top_p outside (0, 1]."
-    if not temperature > 0:
+    if not isinstance(temperature, numbers.Real) or not temperature > 0:  # NaN too
         raise ValueError("temperature must be > 0 (use greedy=True for the argmax), "
-                         f"got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+                         f"got {temperature!r}")
+    if top_k is not None: check_size(top_k, "top_k")  # an integer >= 1
+    if top_p is not None and (not isinstance(top_p, numbers.Real)
+                              or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
 def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -98,7 +111,8 @@ def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None =
     """The distribution (..., N_V) to sample from: logits / temperature, then top-k,
     then top-p, renormalised."""
     check_sampling(temperature, top_k, top_p)
-    logits = logits.float() / temperature
+    # the top logit moved to 0: a tiny temperature then gives -inf, never NaN
+    logits = (logits.double() - logits.double().amax(-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -109,7 +123,7 @@ def sampling_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None =
         mass_above = probs.cumsum(-1) - probs
         drop = (mass_above >= top_p).scatter(-1, order, mass_above >= top_p)
         logits = logits.masked_fill(drop, float("-inf"))
-    return logits.softmax(-1)
+    return logits.softmax(-1).float()
 
 # %% ../nbs/07b_inference.ipynb #280399fe
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
@@ -133,10 +147,10 @@ def positions_of(x_padding: Tensor) -> Tensor:
 
 
 def _token_batch(seqs, padding: Tensor | None, N_V: int, device, name: str = "prompt",
-                 side: str = "left") -> tuple[Tensor, Tensor, bool]:
-    """(ids (B, T), padding mask (B, T), whether a single sequence was given), checked.
+                 side: str = "left", pad_name: str = "x_padding"):
+    """(ids (B, T), padding mask (B, T), whether one sequence was given), checked.
     `seqs`: one list of ids, a list of lists (padded on `side`), or a tensor with an
-    optional mask."""
+    optional mask (`pad_name`)."""
     what = "context" if name == "z" else name
     empty = f"empty {what}: every {name} needs at least one token (e.g. bos_token)"
     if isinstance(seqs, Tensor):
@@ -144,18 +158,19 @@ def _token_batch(seqs, padding: Tensor | None, N_V: int, device, name: str = "pr
         if ids.dim() != 2:
             raise ValueError(f"{name}s must be (B, T) token ids, "
                              f"got shape {tuple(seqs.shape)}")
-        none = torch.zeros_like(ids, dtype=torch.bool)
-        padding = none if padding is None else padding.bool()
-        if padding.shape != ids.shape:
-            raise ValueError(f"the padding mask has shape {tuple(padding.shape)}, "
-                             f"the {name}s {tuple(ids.shape)}")
-    else:
-        seqs = list(seqs)
+        if padding is None:
+            padding = torch.zeros_like(ids, dtype=torch.bool)
+        check_padding(padding, tuple(ids.shape), pad_name)
+    elif isinstance(seqs, (list, tuple)) and padding is None:
         single = len(seqs) > 0 and not isinstance(seqs[0], (list, tuple, Tensor))
-        rows = [seqs] if single else [list(map(int, s)) for s in seqs]
+        rows = [_id_list(s, N_V, name) for s in ([seqs] if single else seqs)]
         if not rows or any(len(r) == 0 for r in rows):
             raise ValueError(empty)
         ids, padding = pad(rows, 0, side=side)
+    else:
+        raise TypeError(f"{name}s must be a list of ids, a list of lists, or a tensor "
+                        f"(with {pad_name} only for a tensor), "
+                        f"got {type(seqs).__name__}")
     if ids.shape[1] == 0 or padding.all(1).any():
         raise ValueError(empty)
     if side == "left" and (padding[:, 1:] & ~padding[:, :-1]).any():
@@ -211,17 +226,18 @@ def generate(model: DTransformer, prompts, max_new_tokens: int, *,
              keep: int | None = None, generator: torch.Generator | None = None):
     """Continue each prompt by up to max_new_tokens tokens (see the text for the
     options)."""
+    check_model(model, DTransformer, "generate")
     l_max, device = model.cfg.l_max, next(model.parameters()).device
     check_sampling(temperature, top_k, top_p)
     keep = l_max - 1 if keep is None else keep
+    check_size(keep, "keep"), check_size(max_new_tokens, "max_new_tokens", minimum=0)
     if not 1 <= keep <= l_max - 1:
         raise ValueError(f"keep must be between 1 and l_max - 1 = {l_max - 1}, "
                          f"got {keep}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     ids, padding, single = _token_batch(prompts, x_padding, model.cfg.N_V, device)
     ids, padding = ids[:, -l_max:], padding[:, -l_max:]
-    stop = torch.tensor(sorted(set(stop_tokens)), dtype=torch.long, device=device)
+    stop = sorted(set(_id_list(stop_tokens, model.cfg.N_V, "stop_tokens")))
+    stop = torch.tensor(stop, dtype=torch.long, device=device)
     def next_token(logits):
         return sample_next(logits, temperature, top_k, top_p, greedy, generator)
 
@@ -236,13 +252,27 @@ def generate(model: DTransformer, prompts, max_new_tokens: int, *,
     rows = [_cut_at_stop(r, set(stop.tolist())) for r in rows]
     return rows[0] if single else rows
 
-# %% ../nbs/07b_inference.ipynb #941ee148
-def _check_max_len(model: EDTransformer, max_len: int) -> None:
-    if not 1 <= max_len <= model.cfg.l_max - 1:
+# %% ../nbs/07b_inference.ipynb #a6c9d2f5
+def _check_ed_call(model, fn: str, bos_token: int, eos_token: int,
+                   max_len: int) -> None:
+    "What ed_generate and beam_search check first: the model, the two tokens, max_len."
+    check_model(model, EDTransformer, fn)
+    for name, token in (("bos_token", bos_token), ("eos_token", eos_token)):
+        _id_list([token], model.cfg.N_V, name)
+    check_size(max_len, "max_len")
+    if not max_len <= model.cfg.l_max - 1:
         raise ValueError("max_len must be between 1 and "
-                         f"l_max - 1 = {model.cfg.l_max - 1}, "
-                         f"got {max_len}")
+                         f"l_max - 1 = {model.cfg.l_max - 1}, got {max_len}")
 
+
+def _one_context(z) -> None:
+    "beam_search follows one context: a list or 1-D tensor of ids, not a batch."
+    batch = (isinstance(z, Tensor) and z.dim() != 1) or (
+        isinstance(z, (list, tuple)) and len(z) > 0
+        and isinstance(z[0], (list, tuple, Tensor)))
+    if batch:
+        raise ValueError("beam_search takes one context z (a list or 1-D tensor of "
+                         "ids); call it once per context, or use ed_generate")
 
 # %% ../nbs/07b_inference.ipynb #d3e5f3d9
 @torch.inference_mode()
@@ -253,11 +283,11 @@ def ed_generate(model: EDTransformer, z, bos_token: int, eos_token: int, max_len
                 generator: torch.Generator | None = None) -> list[list[int]]:
     """Algorithm 15 for a batch of contexts, encoding once: the tokens after bos_token,
     before eos_token."""
+    _check_ed_call(model, "ed_generate", bos_token, eos_token, max_len)
     check_sampling(temperature, top_k, top_p)
-    _check_max_len(model, max_len)
     device = next(model.parameters()).device
     z, z_pad, _ = _token_batch(z, z_padding, model.cfg.N_V, device, name="z",
-                               side="right")
+                               side="right", pad_name="z_padding")
     was_training = model.training
     model.eval()
     try:
@@ -307,11 +337,10 @@ def beam_search(model: EDTransformer, z: list[int], bos_token: int, eos_token: i
                 alpha: float = 1.0) -> tuple[list[int], float]:
     """The best output for one context z by beam search: (tokens after bos_token,
     without eos, score)."""
-    if beam_width < 1:
-        raise ValueError(f"beam_width must be at least 1, got {beam_width}")
-    _check_max_len(model, max_len)
+    _check_ed_call(model, "beam_search", bos_token, eos_token, max_len)
+    check_size(beam_width, "beam_width"), _one_context(z)
     device = next(model.parameters()).device
-    z, z_pad, _ = _token_batch([list(z)], None, model.cfg.N_V, device, name="z",
+    z, z_pad, _ = _token_batch([z], None, model.cfg.N_V, device, name="z",
                                side="right")
     was_training = model.training
     model.eval()
@@ -343,6 +372,7 @@ def cross_attention(model: EDTransformer, z: Tensor, x: Tensor, layer: int = -1,
                     *, z_padding: Tensor | None = None) -> Tensor:
     """Cross-attention weights (B, H, l_x, l_z) of decoder layer `layer` when the model
     reads (z, x)."""
+    check_model(model, EDTransformer, "cross_attention")
     target, seen = model.decoder[layer].cross, {}
     hook = target.register_forward_pre_hook(
         lambda mod, args: seen.update(x=args[0], z=args[1]))

@@ -5,6 +5,7 @@
 # %% ../nbs/06b_interop.ipynb #1de193e3
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +17,10 @@ from transformer_nb.architectures import (
 )
 
 # %% auto #0
-__all__ = ['Link', 'load_links', 'export_links', 'links_table', 'gpt2_config', 'gpt2_links', 'from_gpt2', 'to_gpt2', 'greedy',
-           'bert_config', 'bert_links', 'from_bert', 'to_bert', 'torch_transformer_links', 'torch_transformer_config',
-           'load_torch_transformer', 'to_torch_transformer', 'from_hf', 'to_hf']
+__all__ = ['Link', 'load_links', 'export_links', 'links_table', 'check_convertible', 'check_hf_class', 'gpt2_config',
+           'gpt2_links', 'gpt2_query_scale', 'from_gpt2', 'to_gpt2', 'greedy', 'bert_config', 'bert_links', 'from_bert',
+           'to_bert', 'torch_transformer_links', 'torch_transformer_config', 'load_torch_transformer',
+           'to_torch_transformer', 'from_hf', 'to_hf']
 
 # %% ../nbs/06b_interop.ipynb #e68623b9
 @dataclass
@@ -81,12 +83,29 @@ _GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                      "gelu": "gelu", "relu": "relu"}
 
 
+def check_convertible(what: str, cfg, allowed: dict[str, tuple]) -> None:
+    """A ValueError naming every field of `cfg` whose value `what` cannot represent
+    (`allowed`: field -> the values it can; a field `cfg` lacks counts as allowed)."""
+    bad = [f"{k}={getattr(cfg, k)!r} (needs {' or '.join(map(repr, ok))})"
+           for k, ok in allowed.items() if getattr(cfg, k, ok[0]) not in ok]
+    if bad:
+        raise ValueError(f"{what} cannot represent " + ", ".join(bad))
+
+
+def check_hf_class(hf_model, cls_name: str, fn: str) -> None:
+    "A TypeError unless `hf_model` is a `cls_name` (a base model has no head)."
+    if cls_name not in {k.__name__ for k in type(hf_model).__mro__}:
+        raise TypeError(f"{fn} needs a Hugging Face {cls_name} (the model with its "
+                        f"language-model head), got a {type(hf_model).__name__}")
+
+
 def gpt2_config(hf_config) -> DTransformerConfig:
     """The DTransformerConfig of a Hugging Face GPT2Config (dropout off: we compare
     outputs, not train)."""
     c = hf_config
-    if c.activation_function not in _GPT2_ACTIVATIONS:
-        raise ValueError(f"unsupported GPT-2 activation {c.activation_function!r}")
+    check_convertible("a DTransformer", c, {
+        "activation_function": tuple(_GPT2_ACTIVATIONS),
+        "add_cross_attention": (False,)})
     return DTransformerConfig(
         N_V=c.vocab_size, l_max=c.n_positions, d_e=c.n_embd, H=c.n_head, L=c.n_layer,
         d_mlp=c.n_inner or 4 * c.n_embd,
@@ -118,23 +137,44 @@ def gpt2_links(cfg: DTransformerConfig) -> list[Link]:
     return links
 
 # %% ../nbs/06b_interop.ipynb #81fbf557
+def gpt2_query_scale(hf_config, layer: int) -> float:
+    """What GPT-2's layer `layer` multiplies q.k/sqrt(d_attn) by: 1 by default; with
+    scale_attn_weights=False, sqrt(d_attn); scale_attn_by_inverse_layer_idx divides by
+    layer+1. Folded into W_q and b_q, it makes our attention compute theirs."""
+    c = hf_config
+    scale = 1.0 if c.scale_attn_weights else math.sqrt(c.n_embd // c.n_head)
+    return scale / (layer + 1) if c.scale_attn_by_inverse_layer_idx else scale
+
+
 def from_gpt2(hf_model) -> DTransformer:
     "A DTransformer with the weights of a Hugging Face GPT2LMHeadModel."
+    check_hf_class(hf_model, "GPT2LMHeadModel", "from_gpt2")
+    dtype = next(hf_model.parameters()).dtype
+    if dtype not in (torch.float32, torch.float64):
+        # its half-precision attention runs in float32; ours would not
+        check_convertible(f"a {dtype} DTransformer", hf_model.config,
+                          {"reorder_and_upcast_attn": (False,)})
     cfg = gpt2_config(hf_model.config)
-    model = DTransformer(cfg).to(next(hf_model.parameters()).dtype)
+    model = DTransformer(cfg).to(dtype)
     load_links(model, hf_model.state_dict(), gpt2_links(cfg))
+    with torch.no_grad():
+        for i, layer in enumerate(model.layers):
+            qkv = layer.attn.sublayer.qkv  # the first d_e rows are W_q
+            qkv.weight[:cfg.d_e] *= gpt2_query_scale(hf_model.config, i)
+            qkv.bias[:cfg.d_e] *= gpt2_query_scale(hf_model.config, i)
     return model
 
-
+# %% ../nbs/06b_interop.ipynb #a7c3e9d1
 def to_gpt2(model: DTransformer):
     """A Hugging Face GPT2LMHeadModel with our DTransformer's weights (needs
     `transformers`)."""
     from transformers import GPT2Config, GPT2LMHeadModel
+    if not isinstance(model, DTransformer):
+        raise TypeError(f"to_gpt2 needs a DTransformer, got a {type(model).__name__}")
     cfg = model.cfg
-    if (cfg.norm != "pre" or not cfg.final_norm or not cfg.bias
-            or cfg.positions != "learned" or cfg.embed_norm):
-        raise ValueError("GPT-2 needs norm='pre', final_norm, biases, "
-                         "learned positions and no embedding norm")
+    check_convertible("GPT-2", cfg, {
+        "norm": ("pre",), "final_norm": (True,), "bias": (True,),
+        "positions": ("learned",), "embed_norm": (False,), "unembed_bias": (False,)})
     activation = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
     hf_config = GPT2Config(
         vocab_size=cfg.N_V, n_positions=cfg.l_max, n_embd=cfg.d_e, n_layer=cfg.L,
@@ -158,16 +198,23 @@ def greedy(next_logits, x: Tensor, n_new: int) -> Tensor:
     return x
 
 # %% ../nbs/06b_interop.ipynb #dc71e3b5
+_BERT_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh",
+                     "gelu_pytorch_tanh": "gelu_tanh"}
+
+
 def bert_config(hf_config) -> ETransformerConfig:
-    "The ETransformerConfig of a Hugging Face BertConfig."
-    if hf_config.hidden_act not in ("gelu", "relu"):
-        raise ValueError(f"unsupported BERT activation {hf_config.hidden_act!r}")
+    """The ETransformerConfig of a Hugging Face BertConfig (a bidirectional encoder with
+    absolute positions)."""
+    c = hf_config
+    check_convertible("an ETransformer", c, {
+        "hidden_act": tuple(_BERT_ACTIVATIONS), "is_decoder": (False,),
+        "add_cross_attention": (False,), "position_embedding_type": ("absolute",)})
     return ETransformerConfig(
-        N_V=hf_config.vocab_size, l_max=hf_config.max_position_embeddings,
-        d_e=hf_config.hidden_size, H=hf_config.num_attention_heads,
-        L=hf_config.num_hidden_layers, d_mlp=hf_config.intermediate_size,
-        activation=hf_config.hidden_act, eps=hf_config.layer_norm_eps, embed_norm=True,
-        tie_embeddings=hf_config.tie_word_embeddings, unembed_bias=True, norm="post")
+        N_V=c.vocab_size, l_max=c.max_position_embeddings, d_e=c.hidden_size,
+        H=c.num_attention_heads, L=c.num_hidden_layers, d_mlp=c.intermediate_size,
+        activation=_BERT_ACTIVATIONS[c.hidden_act], eps=c.layer_norm_eps,
+        embed_norm=True, tie_embeddings=c.tie_word_embeddings, unembed_bias=True,
+        norm="post")
 
 # %% ../nbs/06b_interop.ipynb #f90edb23
 def bert_links(cfg: ETransformerConfig) -> list[Link]:
@@ -198,7 +245,8 @@ def bert_links(cfg: ETransformerConfig) -> list[Link]:
               Link("W_f.bias", (f"{head}.dense.bias",)),
               Link("head_norm.gamma", (f"{head}.LayerNorm.weight",)),
               Link("head_norm.beta", (f"{head}.LayerNorm.bias",)),
-              Link("unembed.W_u.bias", ("cls.predictions.bias",))]
+              # the bias the decoder adds (cls.predictions.bias only when tied)
+              Link("unembed.W_u.bias", ("cls.predictions.decoder.bias",))]
     if not cfg.tie_embeddings:
         links.append(Link("unembed.W_u.weight", ("cls.predictions.decoder.weight",)))
     return links
@@ -207,6 +255,7 @@ def bert_links(cfg: ETransformerConfig) -> list[Link]:
 def from_bert(hf_model) -> ETransformer:
     """An ETransformer with the weights of a Hugging Face BertForMaskedLM, for
     single-segment input."""
+    check_hf_class(hf_model, "BertForMaskedLM", "from_bert")
     cfg = bert_config(hf_model.config)
     model = ETransformer(cfg).to(next(hf_model.parameters()).dtype)
     state = hf_model.state_dict()
@@ -218,20 +267,22 @@ def from_bert(hf_model) -> ETransformer:
         model.embed.pos.weight.copy_(positions + token_type)
     return model
 
-
+# %% ../nbs/06b_interop.ipynb #d9f2a5c8
 def to_bert(model: ETransformer):
     """A Hugging Face BertForMaskedLM with our ETransformer's weights (token type
     embeddings zero)."""
     from transformers import BertConfig, BertForMaskedLM
+    if not isinstance(model, ETransformer):
+        raise TypeError(f"to_bert needs an ETransformer, got a {type(model).__name__}")
     cfg = model.cfg
-    if (cfg.norm != "post" or not cfg.embed_norm or cfg.d_f != cfg.d_e
-            or not cfg.unembed_bias or cfg.final_norm):
-        raise ValueError("BERT needs norm='post', embed_norm, d_f == d_e, unembed_bias "
-                         "and no final norm")
+    check_convertible("BERT", cfg, {
+        "norm": ("post",), "embed_norm": (True,), "unembed_bias": (True,),
+        "final_norm": (False,), "bias": (True,), "d_f": (cfg.d_e,)})
+    act = {"gelu": "gelu", "relu": "relu", "gelu_tanh": "gelu_pytorch_tanh"}
     hf_config = BertConfig(
         vocab_size=cfg.N_V, hidden_size=cfg.d_e, num_hidden_layers=cfg.L,
         num_attention_heads=cfg.H, intermediate_size=cfg.d_mlp,
-        hidden_act=cfg.activation, max_position_embeddings=cfg.l_max,
+        hidden_act=act[cfg.activation], max_position_embeddings=cfg.l_max,
         layer_norm_eps=cfg.eps, tie_word_embeddings=cfg.tie_embeddings,
         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     hf = BertForMaskedLM(hf_config).to(next(model.parameters()).dtype).eval()
@@ -239,6 +290,7 @@ def to_bert(model: ETransformer):
     with torch.no_grad():
         hf.bert.embeddings.position_embeddings.weight.copy_(model.embed.pos.weight)
         hf.bert.embeddings.token_type_embeddings.weight.zero_()
+        hf.cls.predictions.bias.copy_(model.unembed.W_u.bias)  # unused when untied
         if not cfg.tie_embeddings:
             hf.cls.predictions.decoder.weight.copy_(model.unembed.W_u.weight)
     return hf
@@ -291,14 +343,23 @@ def torch_transformer_config(tf: nn.Transformer, N_V: int,
                              l_max: int) -> EDTransformerConfig:
     """The EDTransformerConfig of an nn.Transformer, given the vocabulary and context
     size to use."""
+    if not isinstance(tf, nn.Transformer):
+        raise TypeError(f"need an nn.Transformer, got a {type(tf).__name__}")
     enc, dec = tf.encoder.layers, tf.decoder.layers
     first = enc[0]
+    # 1: relu, 2: gelu; 0: any other callable, which we cannot represent
+    kind = first.activation_relu_or_gelu
+    if kind not in (1, 2):
+        raise ValueError(f"cannot convert activation={first.activation!r}: "
+                         "an EDTransformer has relu or gelu")
+    if first.linear1.bias is None:
+        raise ValueError("cannot convert an nn.Transformer built with bias=False")
     attn = first.self_attn
     return EDTransformerConfig(
         N_V=N_V, l_max=l_max, d_e=attn.embed_dim, H=attn.num_heads,
         d_mlp=first.linear1.out_features, L_enc=len(enc), L_dec=len(dec),
         norm="pre" if first.norm_first else "post",
-        activation="gelu" if first.activation_relu_or_gelu == 2 else "relu",
+        activation="gelu" if kind == 2 else "relu",
         eps=first.norm1.eps, final_norm=True)
 
 
@@ -308,13 +369,16 @@ def load_torch_transformer(model: EDTransformer, tf: nn.Transformer) -> EDTransf
     load_links(model, tf.state_dict(), torch_transformer_links(model.cfg))
     return model
 
-
+# %% ../nbs/06b_interop.ipynb #f1b4c7e0
 def to_torch_transformer(model: EDTransformer) -> nn.Transformer:
     "An nn.Transformer (batch_first) holding our EDTransformer's encoder and decoder."
+    if not isinstance(model, EDTransformer):
+        raise TypeError("to_torch_transformer needs an EDTransformer, "
+                        f"got a {type(model).__name__}")
     cfg = model.cfg
-    if not cfg.final_norm or not cfg.bias or cfg.activation not in ("relu", "gelu"):
-        raise ValueError("nn.Transformer needs final_norm=True, biases "
-                         "and a relu or gelu activation")
+    check_convertible("nn.Transformer", cfg, {
+        "norm": ("post", "pre"), "final_norm": (True,), "bias": (True,),
+        "activation": ("relu", "gelu")})
     tf = nn.Transformer(
         d_model=cfg.d_e, nhead=cfg.H, num_encoder_layers=cfg.L_enc,
         num_decoder_layers=cfg.L_dec, dim_feedforward=cfg.d_mlp, dropout=0.0,
@@ -327,16 +391,21 @@ def to_torch_transformer(model: EDTransformer) -> nn.Transformer:
 # %% ../nbs/06b_interop.ipynb #269ab368
 def from_hf(hf_model, **config) -> DTransformer | ETransformer | EDTransformer:
     """Our model holding `hf_model`'s weights: GPT-2 (LM head), BERT (masked LM) or
-    nn.Transformer."""
+    nn.Transformer (which needs `N_V` and `l_max`)."""
     if isinstance(hf_model, nn.Transformer):
+        if set(config) != {"N_V", "l_max"}:
+            raise TypeError("from_hf of an nn.Transformer needs exactly N_V= and "
+                            f"l_max= (its vocabulary and context size), got {config}")
         model = EDTransformer(torch_transformer_config(hf_model, **config))
         return load_torch_transformer(model, hf_model)
     kind = getattr(getattr(hf_model, "config", None), "model_type", None)
     loaders = {"gpt2": from_gpt2, "bert": from_bert}
     if kind not in loaders:
-        raise ValueError(f"cannot convert a {type(hf_model).__name__}: from_hf knows "
-                         "GPT2LMHeadModel, BertForMaskedLM and nn.Transformer (Llama, "
-                         "Mistral, Qwen, OLMo 2, Gemma 3, GPT-NeoX: Chapter 10's)")
+        raise TypeError(f"cannot convert a {type(hf_model).__name__}: from_hf knows "
+                        "GPT2LMHeadModel, BertForMaskedLM and nn.Transformer (Llama, "
+                        "Mistral, Qwen, OLMo 2, Gemma 3, GPT-NeoX: Chapter 10's)")
+    if config:
+        raise TypeError(f"{sorted(config)} are only for an nn.Transformer")
     return loaders[kind](hf_model)
 
 
@@ -345,6 +414,6 @@ def to_hf(model: DTransformer | ETransformer | EDTransformer) -> nn.Module:
     exporters = {DTransformer: to_gpt2, ETransformer: to_bert,
                  EDTransformer: to_torch_transformer}
     if type(model) not in exporters:
-        raise ValueError(f"cannot convert a {type(model).__name__}: to_hf knows "
-                         "DTransformer, ETransformer and EDTransformer")
+        raise TypeError(f"cannot convert a {type(model).__name__}: to_hf knows "
+                        "DTransformer, ETransformer and EDTransformer")
     return exporters[type(model)](model)

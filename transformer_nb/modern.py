@@ -410,17 +410,17 @@ class NoPositions(nn.Module):
         self.l_max = l_max
         self.register_buffer("weight", torch.zeros(l_max, 1), persistent=False)
 
-    def forward(self, T: int, offset: int = 0) -> Tensor:
-        check_length(offset + T, self.l_max)
+    def forward(self, T: int, offset: int = 0, name: str = "x") -> Tensor:
+        check_length(offset + T, self.l_max, name)
         return self.weight[offset:offset + T]
 
 
 class ScaledTokenEmbedding(TokenEmbedding):
     "Token embeddings times sqrt(d_e), the scale rounded to float32 (Gemma)."
 
-    def forward(self, ids: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, *args, **kwargs) -> Tensor:
         scale = torch.tensor(self.d_e**0.5, dtype=torch.float32)
-        return super().forward(ids) * scale.to(self.weight.dtype)
+        return super().forward(ids, *args, **kwargs) * scale.to(self.weight.dtype)
 
 
 def make_positions(cfg) -> nn.Module:

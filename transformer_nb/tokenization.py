@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import numbers
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -33,21 +34,30 @@ def _check_text(text) -> str:
     return text
 
 
-def _id_list(ids, vocab_size: int) -> list[int]:
-    "`ids` (a list, tuple or 1-D integer tensor) as a list of ints below `vocab_size`."
+# %% ../nbs/04_tokenization.ipynb #b2e5f8c1
+def _id_list(ids, vocab_size: int | None, name: str = "token ids") -> list[int]:
+    """`ids` (a list, tuple or 1-D integer tensor) as a list of ints below `vocab_size`
+    (any id >= 0 if None); `name` is the argument, for the messages."""
     if isinstance(ids, Tensor):
         if ids.dim() != 1 or ids.dtype.is_floating_point or ids.dtype == torch.bool:
-            raise ValueError(f"decode expects a 1-D integer tensor, got shape "
+            raise ValueError(f"{name} must be a 1-D integer tensor, got shape "
                              f"{tuple(ids.shape)} and dtype {ids.dtype}")
         ids = ids.tolist()
     if isinstance(ids, (str, bytes)):
-        raise ValueError("decode expects a sequence of token ids, not a string")
+        raise ValueError(f"{name} must be a sequence of token ids, not a string")
+    if not isinstance(ids, Iterable):
+        raise TypeError(f"{name} must be a sequence of token ids, "
+                        f"got a {type(ids).__name__}")
     out = []
     for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise ValueError(f"token ids must be ints, got {i!r} ({type(i).__name__})")
-        if not 0 <= i < vocab_size:
-            raise ValueError(f"token id {i} is outside the vocabulary "
+        # floats are refused, not truncated; NumPy integers are welcome
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise ValueError(f"{name} must be ints, got {i!r} ({type(i).__name__})")
+        i = int(i)
+        if i < 0 or (vocab_size is not None and i >= vocab_size):
+            if vocab_size is None:
+                raise ValueError(f"{name} contains {i}: token ids are >= 0")
+            raise ValueError(f"{name} contains token id {i}, outside the vocabulary "
                              f"{{0, ..., {vocab_size - 1}}} (N_V = {vocab_size})")
         out.append(i)
     return out
@@ -96,7 +106,11 @@ class _Stored(_Vocabulary):
     @classmethod
     def from_json(cls, text: str, source: str = "the text") -> Tokenizer:
         "The tokeniser in `text` (from `to_json`); on Tokenizer, of whichever kind."
-        state = json.loads(text)
+        try:
+            state = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source} is not a tokenizer file by transformer_nb "
+                             f"(not JSON: {e})") from None
         if not isinstance(state, dict) or state.get("format") != _FORMAT:
             raise ValueError(f"{source} is not a tokenizer file by transformer_nb")
         kind = state.get("kind")
@@ -105,7 +119,7 @@ class _Stored(_Vocabulary):
         if cls is not Tokenizer and kind != cls.kind:
             raise ValueError(f"{source} holds a {kind!r} tokenizer, "
                              f"not a {cls.kind!r} one")
-        return Tokenizer._kinds[kind]._from_state(state)
+        return _from_state(Tokenizer._kinds[kind], state, source)
 
     def save(self, path: str | Path) -> None:
         "Write the tokeniser to a JSON file (UTF-8)."
@@ -114,12 +128,33 @@ class _Stored(_Vocabulary):
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
         "Read a file from `save`; `Tokenizer.load` returns whichever kind it holds."
-        return cls.from_json(Path(path).read_text(encoding="utf-8"), source=str(path))
+        return cls.from_json(_read_text(path), source=str(path))
 
     # to be supplied by each kind
     def _state(self) -> dict: raise NotImplementedError
     @classmethod
     def _from_state(cls, state: dict) -> Tokenizer: raise NotImplementedError
+
+# %% ../nbs/04_tokenization.ipynb #d4a7b0e3
+def _read_text(path: str | Path) -> str:
+    "The text of the file at `path`: FileNotFoundError or ValueError naming it."
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokenizer file at {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a tokenizer file by transformer_nb "
+                         "(not UTF-8 text)") from None
+
+
+def _from_state(kind: type, state: dict, source: str):
+    "`kind._from_state(state)`; a damaged state is a ValueError naming `source`."
+    try:
+        return kind._from_state(state)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{source} holds a damaged {kind.kind!r} tokenizer "
+                         f"({type(e).__name__}: {e})") from None
 
 # %% ../nbs/04_tokenization.ipynb #f7207a1a
 class Tokenizer(_Stored):
@@ -165,7 +200,12 @@ def pad(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = None,
     "Pad `seqs` to `length` (default: the longest) with `pad_id`: ids and padding mask."
     if side not in ("right", "left"):
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")
-    seqs = [s.tolist() if isinstance(s, Tensor) else list(s) for s in seqs]
+    if isinstance(pad_id, bool) or not isinstance(pad_id, numbers.Integral):
+        raise ValueError(f"pad_id must be an int token id, got {pad_id!r}")
+    if length is not None and (isinstance(length, bool)
+                               or not isinstance(length, numbers.Integral)):
+        raise ValueError(f"length must be an int, got {length!r}")
+    seqs = [_id_list(s, None, f"sequence {i}") for i, s in enumerate(seqs)]
     if not seqs:
         raise ValueError("pad needs at least one sequence")
     longest = max(map(len, seqs))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import random
 import time
 from dataclasses import asdict, dataclass, fields, is_dataclass
@@ -32,16 +33,19 @@ from transformer_nb.checkpoint import (
 )
 from .distributed import (  # Chapter 7's fourth part: many processes
     TrainerParallelism, global_mean, parallel_kind, wrap_model)
-from .components import PositionalEmbedding, TokenEmbedding
-from .tasks import BatchSampler, WindowSampler, random_windows
-from .tokenization import Tokenizer, pad
+from transformer_nb.batches import (  # samplers and losses, re-exported here
+    ClassBatches, LMBatches, MLMBatches, PairBatches, classification_loss, mlm_loss,
+    next_token_loss, seq2seq_loss, wide_logits,
+)
+from .components import PositionalEmbedding, TokenEmbedding, check_size
+from .tasks import BatchSampler
+from .tokenization import Tokenizer
 
 # %% auto #0
-__all__ = ['MPS_WARNING', 'PRECISIONS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref', 'd_training_ref',
-           'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref', 'pick_device',
-           'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw', 'LMBatches',
-           'MLMBatches', 'PairBatches', 'ClassBatches', 'wide_logits', 'next_token_loss', 'mlm_loss', 'seq2seq_loss',
-           'classification_loss', 'Trainer', 'load_model', 'plot_history']
+__all__ = ['MPS_WARNING', 'PRECISIONS', 'TRAINER_KEYS', 'leaf_params', 'param_list', 'sgd_step_ref', 'd_loss_ref',
+           'd_training_ref', 'mask_tokens_ref', 'e_loss_ref', 'e_training_ref', 'ed_loss_ref', 'ed_training_ref',
+           'pick_device', 'autocast_dtype', 'autocast', 'param_groups', 'lr_multiplier', 'TrainConfig', 'adamw',
+           'Trainer', 'load_model', 'plot_history']
 
 # %% ../nbs/07a_training.ipynb #32c87621
 def _map_tensors(obj, fn):
@@ -295,17 +299,22 @@ class TrainConfig:
 def _check_train_config(cfg: TrainConfig) -> None:
     "Raise a `ValueError` naming the first setting of `cfg` that cannot work."
     for name in ("max_steps", "grad_accum", "eval_every", "eval_batches"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be a positive integer, "
-                             f"got {getattr(cfg, name)}")
-    if cfg.warmup_steps < 0 or cfg.checkpoint_every < 0:
-        raise ValueError("warmup_steps and checkpoint_every must be >= 0")
+        check_size(getattr(cfg, name), name)
+    for name in ("warmup_steps", "checkpoint_every", "seed"):
+        check_size(getattr(cfg, name), name, minimum=0)
+    for name in ("lr", "min_lr", "weight_decay", "beta1", "beta2"):
+        value = getattr(cfg, name)
+        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (
+                0 <= value < 1 if name.startswith("beta") else value >= 0):
+            raise ValueError(f"{name} must be a number "
+                             f"{'in [0, 1)' if name.startswith('beta') else '>= 0'}, "
+                             f"got {value!r}")  # NaN fails both tests
     if not cfg.lr > 0:
         raise ValueError(f"lr must be positive, got {cfg.lr}")
     if not 0 <= cfg.min_lr <= cfg.lr:
         raise ValueError(f"need 0 <= min_lr <= lr, got min_lr = {cfg.min_lr}, "
                          f"lr = {cfg.lr}")
-    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+    if cfg.grad_clip is not None and not cfg.grad_clip > 0:  # NaN too
         raise ValueError(f"grad_clip must be positive or None, got {cfg.grad_clip}")
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, "
@@ -321,106 +330,6 @@ def adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     betas = (cfg.beta1, cfg.beta2)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, fused=fused)
 
-# %% ../nbs/07a_training.ipynb #99d882ab
-class LMBatches(WindowSampler):
-    "Random windows of length+1 tokens of a 1-D stream, for next-token prediction."
-
-    def __init__(self, tokens: Tensor, batch_size: int, length: int, seed: int = 0):
-        super().__init__(tokens, batch_size, length + 1, seed)
-
-
-class MLMBatches(BatchSampler):
-    """Random windows, each token masked with probability p_mask: (x_tilde, targets),
-    -100 where unmasked."""
-
-    def __init__(self, tokens: Tensor, batch_size: int, length: int, p_mask: float,
-                 mask_token: int, seed: int = 0):
-        super().__init__(batch_size, seed)
-        if not 0 < p_mask < 1:
-            raise ValueError(f"p_mask must be in (0, 1), got {p_mask}")
-        self.tokens, self.length = torch.as_tensor(tokens, dtype=torch.long), length
-        self.p_mask, self.mask_token = p_mask, mask_token
-
-    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x = random_windows(self.tokens, self.batch_size, self.length, generator)
-        masked = torch.rand(x.shape, generator=generator) < self.p_mask
-        masked[0, 0] |= not masked.any()  # a target at least: the mean loss exists
-        return x.masked_fill(masked, self.mask_token), x.masked_fill(~masked, -100)
-
-# %% ../nbs/07a_training.ipynb #165d6edb
-class PairBatches(BatchSampler):
-    "Random (z, x) pairs of token-id lists, right-padded: (z, z_padding, x, x_padding)."
-
-    def __init__(self, pairs: list[tuple[list[int], list[int]]], batch_size: int,
-                 pad_id: int, seed: int = 0):
-        super().__init__(batch_size, seed)
-        if not pairs:
-            raise ValueError("PairBatches needs at least one (z, x) pair")
-        self.pairs, self.pad_id = pairs, pad_id
-
-    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        rows = torch.randint(len(self.pairs), (self.batch_size,), generator=generator)
-        rows = rows.tolist()
-        z, z_pad = pad([self.pairs[i][0] for i in rows], self.pad_id)
-        x, x_pad = pad([self.pairs[i][1] for i in rows], self.pad_id)
-        return z, z_pad, x, x_pad
-
-# %% ../nbs/07a_training.ipynb #3e0eb012
-class ClassBatches(BatchSampler):
-    "Random (sequence, class) examples, right-padded: (x, x_padding, classes)."
-
-    def __init__(self, examples: list[tuple[list[int], int]], batch_size: int,
-                 pad_id: int, seed: int = 0):
-        super().__init__(batch_size, seed)
-        if not examples:
-            raise ValueError("ClassBatches needs at least one example")
-        self.examples, self.pad_id = examples, pad_id
-
-    def draw(self, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        n = len(self.examples)
-        rows = torch.randint(n, (self.batch_size,), generator=generator)
-        rows = rows.tolist()
-        x, x_pad = pad([self.examples[i][0] for i in rows], self.pad_id)
-        return x, x_pad, torch.tensor([self.examples[i][1] for i in rows])
-
-# %% ../nbs/07a_training.ipynb #3fe3be7e
-def wide_logits(logits: Tensor) -> Tensor:
-    """Half-precision logits as float32 (float32 and float64 logits unchanged), for the
-    log loss."""
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-
-
-def next_token_loss(model: nn.Module, batch: Tensor) -> Tensor:
-    """Mean of -log P[x[t+1], t] over a (B, l+1) batch of windows (Algorithm 13's
-    summand, averaged)."""
-    logits = model(batch[:, :-1])
-    return F.cross_entropy(wide_logits(logits).flatten(0, 1), batch[:, 1:].flatten())
-
-
-def mlm_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-    """Mean of -log P[x[t], t] over the masked positions t (Algorithm 12's summand,
-    averaged)."""
-    x_tilde, targets = batch
-    logits = model(x_tilde)
-    logits = wide_logits(logits).flatten(0, 1)
-    return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
-
-
-def seq2seq_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
-    """Mean of -log P[x[t+1], t] given z over the real (unpadded) target tokens
-    (Algorithm 11's summand)."""
-    z, z_pad, x, x_pad = batch
-    logits = model(z, x[:, :-1], z_padding=z_pad, x_padding=x_pad[:, :-1])
-    targets = x[:, 1:].masked_fill(x_pad[:, 1:], -100)
-    logits = wide_logits(logits).flatten(0, 1)
-    return F.cross_entropy(logits, targets.flatten(), ignore_index=-100)
-
-
-def classification_loss(model: nn.Module, batch: tuple[Tensor, ...]) -> Tensor:
-    "Mean of -log P(c | x) over a batch of sequences and classes."
-    x, x_pad, c = batch
-    return F.cross_entropy(wide_logits(model(x, x_padding=x_pad)), c)
-
 # %% ../nbs/07a_training.ipynb #953a7fbf
 def _to_device(batch, device: torch.device):
     "Move a tensor, or a tuple or list of tensors, to `device`."
@@ -432,6 +341,22 @@ def _to_device(batch, device: torch.device):
 def _first_tensor(batch) -> Tensor:
     return batch if isinstance(batch, Tensor) else batch[0]
 
+
+def _check_trainer_args(model, loss_fn, train_batches, cfg, val_batches) -> None:
+    "A TypeError naming the first argument of Trainer that is of the wrong kind."
+    wanted = {"model": (model, nn.Module, "an nn.Module"),
+              "cfg": (cfg, (TrainConfig, type(None)), "a TrainConfig or None")}
+    for name, (value, kind, what) in wanted.items():
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be {what}, got a {type(value).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable (model, batch) -> loss, "
+                        f"got a {type(loss_fn).__name__}")
+    for name, s in (("train_batches", train_batches), ("val_batches", val_batches)):
+        if not hasattr(s, "sample") and not (name == "val_batches" and s is None):
+            raise TypeError(f"{name} must be a batch sampler (with .sample()), "
+                            f"got a {type(s).__name__}")
+
 # %% ../nbs/07a_training.ipynb #07609279
 class _TrainerParts(TrainerParallelism):
     "The trainer's parts: model, device, precision, optimizer, schedule, history."
@@ -440,6 +365,7 @@ class _TrainerParts(TrainerParallelism):
                  cfg: TrainConfig | None = None,
                  val_batches: BatchSampler | None = None,
                  tokenizer: Tokenizer | None = None, optimizer: Callable = adamw):
+        _check_trainer_args(model, loss_fn, train_batches, cfg, val_batches)
         self.cfg = cfg = cfg or TrainConfig()
         torch.manual_seed(cfg.seed)  # dropout; the caller seeded the model's init
         random.seed(cfg.seed)
@@ -513,6 +439,10 @@ class _TrainerSteps(_TrainerParts):
         return val
 
 # %% ../nbs/07a_training.ipynb #c31e4bce
+TRAINER_KEYS = ("model_kind", "model_config", "model", "optimizer", "scheduler",
+                "scaler", "step", "history", "train_batches", "rng", "tokenizer")
+
+
 class _TrainerCheckpoints(_TrainerSteps):
     "What a checkpoint of the trainer holds, writing it, and continuing from it."
 
@@ -537,19 +467,27 @@ class _TrainerCheckpoints(_TrainerSteps):
         self._write(path)
         return Path(path)
 
-    def load(self, path: str | Path) -> None:
-        "Continue from a checkpoint: weights, optimizer, schedule, step, history, RNG."
-        ckpt = read_checkpoint(path)
-        check_compatible(ckpt, self.model)
+# %% ../nbs/07a_training.ipynb #d1e4f7b0
+def _load(self: _TrainerCheckpoints, path: str | Path) -> None:
+    "Continue from a checkpoint: weights, optimizer, schedule, step, history, RNG."
+    ckpt = read_checkpoint(path, needs=TRAINER_KEYS)
+    check_compatible(ckpt, self.model, source=str(path))
+    try:  # a checkpoint of the same model but another optimizer, sampler, ...
         self._load_full_states(ckpt)  # model, optimizer
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.history = ckpt["step"], ckpt["history"]
         self.train_batches.load_state_dict(ckpt["train_batches"])
         restore_rng(ckpt["rng"])
-        self._snapshot = self._capture()
-        if ckpt["tokenizer"] is not None and self.tokenizer is None:
-            self.tokenizer = Tokenizer.from_json(ckpt["tokenizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} does not fit this trainer "
+                         f"({type(e).__name__}: {e})") from None
+    self.step, self.history = ckpt["step"], ckpt["history"]
+    self._snapshot = self._capture()
+    if ckpt["tokenizer"] is not None and self.tokenizer is None:
+        self.tokenizer = Tokenizer.from_json(ckpt["tokenizer"], source=str(path))
+
+
+_TrainerCheckpoints.load = _load  # a method, defined here to keep cells short
 
 # %% ../nbs/07a_training.ipynb #c3dc2ca6
 def _progress_bar(cfg: TrainConfig, step: int, name: str, show: bool = True) -> tqdm:
@@ -614,19 +552,24 @@ def load_model(path: str | Path,
                device: str = "auto") -> tuple[nn.Module, Tokenizer | None]:
     """The model stored in a checkpoint (in eval mode, on `device`) and its tokenizer
     (None if none was saved)."""
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, needs=("model_kind", "model_config", "model"))
     kind, config = ckpt["model_kind"], dict(ckpt["model_config"])
-    if kind == "SequenceClassifier":
-        n_classes = config.pop("n_classes")
-        encoder = ETransformer(ETransformerConfig(**config))
-        model = SequenceClassifier(encoder, n_classes)
-    elif kind in _MODEL_KINDS:
-        cls, cfg_cls = _MODEL_KINDS[kind]
-        model = cls(cfg_cls(**config))
-    else:
+    if kind not in _MODEL_KINDS and kind != "SequenceClassifier":
         raise ValueError(f"unknown model kind {kind!r} in {path}")
-    model.load_state_dict(ckpt["model"])
-    tokenizer = ckpt["tokenizer"] and Tokenizer.from_json(ckpt["tokenizer"])
+    try:  # a config or weights that do not build the model they name
+        if kind == "SequenceClassifier":
+            n_classes = config.pop("n_classes")
+            encoder = ETransformer(ETransformerConfig(**config))
+            model = SequenceClassifier(encoder, n_classes)
+        else:
+            cls, cfg_cls = _MODEL_KINDS[kind]
+            model = cls(cfg_cls(**config))
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        raise ValueError(f"{path} holds a damaged {kind} "
+                         f"({type(e).__name__}: {e})") from None
+    text = ckpt.get("tokenizer")
+    tokenizer = text and Tokenizer.from_json(text, source=str(path))
     return model.to(pick_device(device)).eval(), tokenizer
 
 # %% ../nbs/07a_training.ipynb #7ecd8873
