@@ -121,8 +121,8 @@ def test_unrepresentable_fields_are_named():
     with pytest.raises(ValueError, match="layer_types"):
         families.llama_config(config)
     model = DTransformer(DTransformerConfig(norm_kind="rms", positions="rope", gated=True,
-                                            activation="silu", parallel=True))
-    with pytest.raises(ValueError, match="parallel"):
+                                            activation="silu", parallel_residual=True))
+    with pytest.raises(ValueError, match="parallel_residual"):
         to_hf(model)
 
 
@@ -131,7 +131,7 @@ OPTIONS = {
     "mqa_qknorm_gated": dict(H_kv=1, positions="rope", qk_norm=True, gated=True,
                              activation="silu", rotary_dims=4),
     "window": dict(H_kv=2, positions="rope", window=3),
-    "alibi_parallel": dict(positions="alibi", parallel=True, bias=False),
+    "alibi_parallel": dict(positions="alibi", parallel_residual=True, bias=False),
     "peri_rms": dict(norm="peri", norm_kind="rms", positions="rope", H_kv=2),
     "post_gated": dict(norm="post", gated=True, activation="gelu", d_head=8),
     "out_qknorm_all": dict(norm="out", norm_kind="rms", qk_norm="all", positions="rope", H_kv=2),

@@ -316,7 +316,7 @@ class Layer(nn.Module):
     def __init__(self, cfg: TransformerConfig, causal: bool, cross: bool = False,
                  alpha: float = 1.0):
         super().__init__()
-        self.causal, self.parallel = causal, cfg.parallel
+        self.causal, self.parallel = causal, cfg.parallel_residual
         self.attn = Residual(cfg, modern.make_attention(cfg), alpha)  # Alg. 5 or 19
         if cross:
             cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias)

@@ -128,7 +128,7 @@ def from_llama(hf_model) -> DTransformer:
 def llama_family(cfg: DTransformerConfig) -> str:
     "The family that holds `cfg`, or a ValueError naming a field that none can hold."
     wanted = {"final_norm": True, "norm_kind": "rms", "positions": "rope",
-              "gated": True, "parallel": False, "rotary_dims": None,
+              "gated": True, "parallel_residual": False, "rotary_dims": None,
               "embed_norm": False, "embed_scale": False, "unembed_bias": False,
               "dropout": 0.0}
     for name, value in wanted.items():
@@ -212,7 +212,8 @@ def neox_config(c) -> DTransformerConfig:
         H=c.num_attention_heads, d_mlp=c.intermediate_size, L=c.num_hidden_layers,
         norm="pre", final_norm=True, eps=c.layer_norm_eps, positions="rope",
         rope_base=float(rope.get("rope_theta", 10_000.0)),
-        rotary_dims=None if rotary == d else rotary, parallel=c.use_parallel_residual,
+        rotary_dims=None if rotary == d else rotary,
+        parallel_residual=c.use_parallel_residual,
         activation=_NEOX_ACTIVATIONS[c.hidden_act],
         tie_embeddings=c.tie_word_embeddings)
 
@@ -269,7 +270,8 @@ def to_neox(model: DTransformer):
         num_attention_heads=cfg.H, intermediate_size=cfg.d_mlp,
         hidden_act={v: k for k, v in _NEOX_ACTIVATIONS.items()}[cfg.activation],
         max_position_embeddings=cfg.l_max, layer_norm_eps=cfg.eps,
-        use_parallel_residual=cfg.parallel, tie_word_embeddings=cfg.tie_embeddings,
+        use_parallel_residual=cfg.parallel_residual,
+        tie_word_embeddings=cfg.tie_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_base,
                          "partial_rotary_factor": (cfg.rotary_dims or d) / d},
         bos_token_id=None, eos_token_id=None, pad_token_id=None)

@@ -343,7 +343,7 @@ def parallel_layer_ref(X: Tensor, attn, norm1, norm2, mlp) -> Tensor:
 
 def parallel_layer(layer: nn.Module, x: Tensor, x_padding: Tensor | None = None,
                    **attn_kwargs) -> Tensor:
-    "Algorithm 20, batched: a `Layer` of a config with `parallel=True`, x (B, T, d_e)."
+    "Algorithm 20, batched: one `Layer` with parallel_residual set, x (B, T, d_e)."
     a = layer.attn.sublayer(layer.attn.norm(x), causal=layer.causal,
                             z_padding=x_padding, **attn_kwargs)
     m = layer.mlp.sublayer(layer.mlp.norm(x))
@@ -365,7 +365,7 @@ class ModernOptions:
     rope_base: float = 10_000.0  # the base theta of rotary positions
     rotary_dims: int | None = None  # rotated dimensions of each head (None: all)
     window: int | None = None  # sliding-window attention over the last `window`
-    parallel: bool = False  # attention and MLP side by side (GPT-J, GPT-NeoX)
+    parallel_residual: bool = False  # attention and MLP side by side (GPT-J, GPT-NeoX)
     gated: bool = False  # gated MLP, act(W_gate x) * W_mlp1 x (SwiGLU, GeGLU)
     embed_scale: bool = False  # multiply the token embeddings by sqrt(d_e)
 
@@ -467,5 +467,6 @@ def check_options(cfg) -> None:
         raise ValueError(f"rope_base must be > 1, got {cfg.rope_base}")
     if cfg.positions == "alibi" and cfg.H & (cfg.H - 1):
         raise ValueError(f"positions='alibi' needs H a power of two, got H = {cfg.H}")
-    if cfg.parallel and cfg.norm != "pre":
-        raise ValueError(f"parallel=True needs norm='pre', got norm={cfg.norm!r}")
+    if cfg.parallel_residual and cfg.norm != "pre":
+        raise ValueError("parallel_residual=True needs norm='pre', "
+                         f"got norm={cfg.norm!r}")
