@@ -12,18 +12,29 @@ PAPER_LINES = {1: 1, 2: 1, 3: 5, 4: 6, 5: 4, 6: 3, 7: 1, 8: 21, 9: 12, 10: 11, 1
                14: 8, 15: 9}
 
 
-def boxes() -> dict[int, str]:
+def boxes(titles: bool = False) -> dict[int, str]:
+    "Each box's numbered body (or, with `titles`, its title line), by its number."
     found = {}
     for nb in sorted(NBS.glob("*.ipynb")):
         for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
             text = "".join(cell["source"])
-            for m in re.finditer(r":::\{prf:algorithm\}.*?\n:label: algorithm-(\d+)\n(.*?)\n:::", text, re.S):
-                found[int(m.group(1))] = m.group(2)
+            for m in re.finditer(r":::\{prf:algorithm\}(.*?)\n:label: algorithm-(\d+)\n(.*?)\n:::", text, re.S):
+                found[int(m.group(2))] = m.group(1) if titles else m.group(3)
     return found
 
 
 def test_every_algorithm_has_a_box():
-    assert sorted(boxes()) == list(range(1, 16))
+    assert sorted(n for n in boxes() if n <= 15) == list(range(1, 16))
+
+
+def test_boxes_after_the_papers_are_marked_beyond_the_paper():
+    "The course's own boxes continue the paper's numbering without gaps, and say whose they are."
+    own = {n: title for n, title in boxes(titles=True).items() if n > 15}
+    assert sorted(own) == list(range(16, 16 + len(own)))
+    for n, title in own.items():
+        assert "(beyond the paper)" in title, (n, title)
+    for n, title in boxes(titles=True).items():
+        assert n > 15 or "beyond the paper" not in title, (n, title)
 
 
 @pytest.mark.parametrize("number", sorted(PAPER_LINES))

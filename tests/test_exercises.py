@@ -14,7 +14,8 @@ from transformer_nb.exercises import EXERCISES, check, exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = {"3": "03_tasks", "4": "04_tokenization", "5": "05_components", "6": "06_architectures",
-            "7a": "07a_training", "7b": "07b_inference", "8": "08_practical", "9": "09_layernorm_audit"}
+            "7a": "07a_training", "7b": "07b_inference", "8": "08_practical", "9": "09_layernorm_audit",
+            "10": "10_modern"}
 
 
 def hint(exercise: str, mistake: str) -> str:
@@ -72,6 +73,16 @@ def _sinusoid(l_max, d_e, t0=1, i0=1, base=None, first=torch.sin, second=torch.c
             angle = torch.tensor((col + t0) / (base or l_max) ** (2 * (i + i0) / d_e))
             W[2 * i, col], W[2 * i + 1, col] = first(angle), second(angle)
     return W
+
+
+def _rope(x, t, theta, d_r, pair=lambda i, half: (i, i + half), denominator=None):
+    out, half = x.clone(), d_r // 2
+    for i in range(half):
+        angle = t * theta ** (-2 * i / (denominator or d_r))
+        a, b = pair(i, half)
+        out[a] = math.cos(angle) * x[a] - math.sin(angle) * x[b]
+        out[b] = math.sin(angle) * x[a] + math.cos(angle) * x[b]
+    return out
 
 
 def _next_loss(P, x, pairs):
@@ -273,6 +284,16 @@ PLANTED = [
     ("deepnorm_constants", "swapped", lambda M: (1 / (8 * M) ** 0.25, (2 * M) ** 0.25)),
     ("deepnorm_constants", "square roots", lambda M: (math.sqrt(2 * M), 1 / math.sqrt(8 * M))),
     ("deepnorm_constants", "encoder-decoder's decoder", lambda M: ((3 * M) ** 0.25, (12 * M) ** -0.25)),
+    ("rope", "neighbouring pairs", lambda x, t, th, d_r: _rope(x, t, th, d_r, pair=lambda i, h: (2 * i, 2 * i + 1))),
+    ("rope", "rotated the wrong way", lambda x, t, th, d_r: _rope(x, -t, th, d_r)),
+    ("rope", "frequencies over d", lambda x, t, th, d_r: _rope(x, t, th, d_r, denominator=len(x))),
+    ("rope", "every dimension rotated", lambda x, t, th, d_r: _rope(x, t, th, len(x))),
+    ("gqa_group", "interleaved", lambda h, H, H_kv: 1 + (h - 1) % H_kv),
+    ("gqa_group", "rounded down", lambda h, H, H_kv: int(h * H_kv / H)),
+    ("swiglu", "gate on the other branch", lambda e, Wg, W1, W2: W2 @ ((Wg @ e) * F.silu(W1 @ e))),
+    ("swiglu", "sigmoid gate (GLU)", lambda e, Wg, W1, W2: W2 @ ((Wg @ e).sigmoid() * (W1 @ e))),
+    ("swiglu", "activation after the product", lambda e, Wg, W1, W2: W2 @ F.silu((Wg @ e) * (W1 @ e))),
+    ("swiglu", "no gate", lambda e, Wg, W1, W2: W2 @ F.silu(W1 @ e)),
 ]
 
 

@@ -229,7 +229,7 @@ ROWS = [
     ("models", "dropout NaN", lambda: DTransformerConfig(dropout=NAN), VE, "dropout must be"),
     ("models", "norm unknown", lambda: DTransformerConfig(norm="sandwich"), VE, "norm must be one of"),
     ("models", "activation unknown", lambda: DTransformerConfig(activation="swish"), VE, "activation must be"),
-    ("models", "positions unknown", lambda: DTransformerConfig(positions="rope"), VE, "positions must be"),
+    ("models", "positions unknown", lambda: DTransformerConfig(positions="relative"), VE, "positions must be"),
     ("models", "d_f zero", lambda: ETransformerConfig(d_f=0), VE, "d_f must be a positive integer"),
     ("models", "L_enc float", lambda: EDTransformerConfig(L_enc=2.0), TE, "L_enc must be an integer"),
     ("models", "tied with d_f != d_e", lambda: e_cfg(d_f=16, tie_embeddings=True), VE, "tie_embeddings needs"),

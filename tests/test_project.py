@@ -96,18 +96,18 @@ def has_exercises(nb) -> bool:
     return any(c["cell_type"] == "markdown" and source(c).startswith("## Exercises") for c in cells(nb))
 
 
-EXERCISE_CHAPTERS = [nb for nb in NOTEBOOKS if re.match(r"0[3-9]", nb.name) and has_exercises(nb)]
+EXERCISE_CHAPTERS = [nb for nb in NOTEBOOKS if re.match(r"0[3-9]|10", nb.name) and has_exercises(nb)]
 
 
-def test_every_chapter_from_3_to_9_has_exercises():
+def test_every_chapter_from_3_to_10_has_exercises():
     "A chapter in parts (06 and 06b, 07a-07c) needs exercises in at least one of them."
-    assert {int(nb.name[:2]) for nb in EXERCISE_CHAPTERS} == set(range(3, 10))
+    assert {int(nb.name[:2]) for nb in EXERCISE_CHAPTERS} == set(range(3, 11))
     assert {nb.stem for nb in EXERCISE_CHAPTERS} >= {"07a_training", "07b_inference"}
 
 
 @pytest.mark.parametrize("nb", EXERCISE_CHAPTERS, ids=lambda p: p.name)
 def test_chapter_ends_with_graded_exercises(nb):
-    """Chapters 3-9 end (before the export cell) with '## Exercises': per exercise a stub cell
+    """Chapters 3-10 end (before the export cell) with '## Exercises': per exercise a stub cell
     (`#| notest`, tag raises-exception, raises NotImplementedError, calls check) and a worked
     solution (tag hide-input: folded in the book) that calls check and runs everywhere."""
     cs = cells(nb)

@@ -166,7 +166,7 @@ NOTEBOOKS_WITH_GPU_CELLS = [nb for nb in sorted((ROOT / "nbs").glob("*.ipynb")) 
 
 def test_there_are_gpu_cells():
     assert [nb.stem for nb in NOTEBOOKS_WITH_GPU_CELLS] == [
-        "07b_inference", "08_practical", "09_layernorm_audit"]
+        "07b_inference", "08_practical", "09_layernorm_audit", "10_modern"]
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS_WITH_GPU_CELLS, ids=lambda p: p.stem)

@@ -26,7 +26,8 @@ def layer_diagram(cfg: TransformerConfig, cross: bool = False,
     order = {"pre": ["LayerNorm", "f", "+"], "post": ["f", "+", "LayerNorm"],
              "resi": ["f", "+", "LayerNorm"],
              "peri": ["LayerNorm", "f", "LayerNorm", "+"],
-             "deepnorm": ["f", "+", "LayerNorm"]}[cfg.norm]
+             "deepnorm": ["f", "+", "LayerNorm"],
+             "out": ["f", "LayerNorm", "+"]}[cfg.norm]  # Chapter 10's OLMo 2
     return [[s if step == "f" else step for step in order] for s in sublayers]
 
 # %% ../nbs/06a_anatomy.ipynb #2b3ef717

@@ -20,6 +20,7 @@ from transformer_nb.components import (
     layer_norm_ref, linear_params, mh_attention_ref, positional_embedding_ref,
     token_embedding_ref,
 )
+from . import modern  # Chapter 10's parts, each behind a config option
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'TransformerConfig', 'DTransformerConfig',
@@ -41,14 +42,14 @@ def relu_ref(x: Tensor) -> Tensor:
 
 
 ACTIVATIONS = {
-    "relu": F.relu,
+    "relu": F.relu, "silu": F.silu,  # silu: SwiGLU's gate (Chapter 10)
     "gelu": F.gelu,  # exact erf form, as eq. (5)
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's approximation
 }
 
 # %% ../nbs/06_architectures.ipynb #10b6eec8
 # the last three are explained in Chapter 9
-NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm")
+NORM_PLACEMENTS = ("post", "pre", "peri", "resi", "deepnorm", "out")  # out: Ch. 10
 
 
 def _check_config(cfg) -> None:
@@ -59,7 +60,7 @@ def _check_config(cfg) -> None:
         raise ValueError(
             f"d_e = {cfg.d_e} is not divisible by the number of heads H = {cfg.H}")
     choices = {"norm": NORM_PLACEMENTS, "activation": tuple(ACTIVATIONS),
-               "positions": ("learned", "sinusoidal"), "init": ("normal", "gpt2"),
+               "positions": modern.POSITION_KINDS, "init": ("normal", "gpt2"),
                "sinusoid_convention": ("paper", "vaswani")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -69,10 +70,11 @@ def _check_config(cfg) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v < hi:
             raise ValueError(f"{name} must be a number in [{lo}, {hi}), got {v!r}")
+    modern.check_options(cfg)  # Chapter 10's options
 
 # %% ../nbs/06_architectures.ipynb #75ffe422
 @dataclass
-class TransformerConfig:
+class TransformerConfig(modern.ModernOptions):
     "What the three architectures share. Subclasses set each algorithm's defaults."
     N_V: int = 64  # vocabulary size
     l_max: int = 128  # maximum context length
@@ -279,27 +281,26 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.W_mlp2(self.act(self.W_mlp1(x)))
 
-
+# %% ../nbs/06_architectures.ipynb #cebfb5dc
 class Residual(nn.Module):
     """A sublayer f with its residual connection and layer norm(s), in the order
     `cfg.norm` names: post: x <- LN(x + f(x));  pre: x <- x + f(LN(x));  peri: x <- x
     + LN_out(f(LN(x))); deepnorm: x <- LN(alpha x + f(x));  resi: x <- LN(x + f(x))
-    and the dual stream d <- d + f(x)."""
+    and the dual stream d <- d + f(x);  out (Chapter 10): peri without LN_in."""
 
     def __init__(self, cfg: TransformerConfig, sublayer: nn.Module, alpha: float = 1.0):
         super().__init__()
         self.placement, self.alpha = cfg.norm, alpha
         self.sublayer = sublayer
-        self.norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias)
-        peri = cfg.norm == "peri"
-        self.norm_out = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias) if peri else None
+        self.norm = nn.Identity() if cfg.norm == "out" else modern.make_norm(cfg)
+        self.norm_out = modern.make_norm(cfg) if cfg.norm in ("peri", "out") else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, *args, dual: Tensor | None = None, **kwargs):
         if self.placement == "pre":
             f = self.sublayer(self.norm(x), *args, **kwargs)
             return x + _drop(self.dropout, f)
-        if self.placement == "peri":
+        if self.placement in ("peri", "out"):
             f = self.sublayer(self.norm(x), *args, **kwargs)
             return x + _drop(self.dropout, self.norm_out(f))
         out = _drop(self.dropout, self.sublayer(x, *args, **kwargs))
@@ -315,21 +316,23 @@ class Layer(nn.Module):
     def __init__(self, cfg: TransformerConfig, causal: bool, cross: bool = False,
                  alpha: float = 1.0):
         super().__init__()
-        self.causal = causal
-        attn = MultiHeadAttention(cfg.d_e, cfg.H, bias=cfg.bias)
-        self.attn = Residual(cfg, attn, alpha)
+        self.causal, self.parallel = causal, cfg.parallel_residual
+        self.attn = Residual(cfg, modern.make_attention(cfg), alpha)  # Alg. 5 or 19
         if cross:
             cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias)
         self.cross = Residual(cfg, cross_attn, alpha) if cross else None
-        self.mlp = Residual(cfg, MLP(cfg), alpha)
+        self.mlp = Residual(cfg, modern.make_mlp(cfg, MLP, ACTIVATIONS), alpha)
 
     def forward(self, x: Tensor, z: Tensor | None = None, *,
                 z_padding: Tensor | None = None, x_padding: Tensor | None = None,
-                dual: Tensor | None = None, cache: tuple | None = None):
+                dual: Tensor | None = None, cache: tuple | None = None, positions=None):
         """The layer's output; with ResiDual, pass the dual stream as `dual` and get (x,
         dual) back. `cache`: this layer's (self-attention, cross-attention)
-        `AttentionCache`s."""
+        `AttentionCache`s; `positions` reach Chapter 10's rotary attention."""
         own, ctx = ({}, {}) if cache is None else ({"cache": c} for c in cache)
+        own = modern.attention_kwargs(self.attn.sublayer, own, positions)
+        if self.parallel:  # Chapter 10's Algorithm 20
+            return modern.parallel_layer(self, x, x_padding, **own)
         x, dual = _apply(self.attn, x, dual, causal=self.causal, z_padding=x_padding,
                          **own)
         if self.cross is not None:
@@ -366,11 +369,9 @@ class Embedding(nn.Module):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.tok = TokenEmbedding(cfg.N_V, cfg.d_e)
-        self.pos = PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions,
-                                       cfg.sinusoid_base, cfg.sinusoid_convention)
-        norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias)
-        self.norm = norm if cfg.embed_norm else None
+        self.tok = modern.make_token_embedding(cfg)  # Gemma's is scaled (Chapter 10)
+        self.pos = modern.make_positions(cfg)  # none for rotary positions (Chapter 10)
+        self.norm = modern.make_norm(cfg) if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, ids: Tensor, positions: Tensor | None = None, name="x") -> Tensor:
@@ -446,9 +447,7 @@ def deepnorm_init(layers: nn.ModuleList, beta: float) -> None:
 def _final_norm(cfg: TransformerConfig) -> LayerNorm | None:
     """The norm after the last layer: if `final_norm`, and always for ResiDual (the dual
     stream's)."""
-    resi = cfg.norm == "resi"
-    norm = LayerNorm(cfg.d_e, eps=cfg.eps, bias=cfg.bias)
-    return norm if cfg.final_norm or resi else None
+    return modern.make_norm(cfg) if cfg.final_norm or cfg.norm == "resi" else None
 
 
 def _stack(cfg: TransformerConfig, stack: str, N: int = 0, M: int = 0) -> nn.ModuleList:
@@ -509,7 +508,8 @@ class DTransformer(nn.Module):
         check_batch(x, x_padding, "x", before=0 if cache is None else cache.length)
         positions = _positions(x, cache, positions)
         h = run_stack(self.layers, self.embed(x, positions), self.final_norm,
-                      self.cfg.norm == "resi", cache=cache, x_padding=x_padding)
+                      self.cfg.norm == "resi", cache=cache, x_padding=x_padding,
+                      positions=positions)
         return self.unembed(h)
 
 # %% ../nbs/06_architectures.ipynb #d7a2f8cc
@@ -528,7 +528,7 @@ class ETransformer(nn.Module):
         self.final_norm = _final_norm(cfg)
         self.W_f = nn.Linear(cfg.d_e, cfg.d_f, bias=cfg.bias)
         self.head_act = ACTIVATIONS[cfg.activation]
-        self.head_norm = LayerNorm(cfg.d_f, eps=cfg.eps, bias=cfg.bias)
+        self.head_norm = modern.make_norm(cfg, cfg.d_f)
         self.unembed = Unembedding(cfg.d_f, cfg.N_V, bias=cfg.unembed_bias)
         _initialise(self, cfg, self.layers)
 

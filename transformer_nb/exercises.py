@@ -526,9 +526,10 @@ BANK.add(Exercise(
     ]))
 
 # %% ../nbs/D_exercises_7_9.ipynb #320dabe6
+from .exercises_beyond import BANK as _BANK_10
 from .grading import grade
 
-EXERCISES: dict[str, Exercise] = {**_BANK_3_6, **BANK}
+EXERCISES: dict[str, Exercise] = {**_BANK_3_6, **BANK, **_BANK_10}
 
 
 def check(name: str, candidate) -> None:

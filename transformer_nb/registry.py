@@ -12,11 +12,12 @@ from types import ModuleType
 from typing import Callable
 
 # %% auto #0
-__all__ = ['CHAPTER_OF_ALGORITHM', 'AlgorithmEntry', 'algorithm', 'algorithms', 'notebook_of']
+__all__ = ['CHAPTER_OF_ALGORITHM', 'BEYOND_THE_PAPER_CHAPTER', 'AlgorithmEntry', 'algorithm', 'algorithms', 'notebook_of']
 
 # %% ../nbs/01_introduction.ipynb #54dc9393
 CHAPTER_OF_ALGORITHM = {**{n: 5 for n in range(1, 8)}, **{n: 6 for n in range(8, 11)},
                         **{n: 7 for n in range(11, 16)}}
+BEYOND_THE_PAPER_CHAPTER = 10  # the course's own boxes, numbered from 16 on
 
 
 @dataclass(frozen=True)
@@ -28,16 +29,23 @@ class AlgorithmEntry:
     reference: Callable
     batched: str  # dotted path of the batched counterpart, relative to the package
     chapter: int
+    beyond_paper: bool = False  # the course's own box, not one of the paper's
 
 # %% ../nbs/01_introduction.ipynb #238b4c2f
-def algorithm(number: int, name: str, batched: str) -> Callable[[Callable], Callable]:
+def algorithm(number: int, name: str, batched: str,
+              beyond_paper: bool = False) -> Callable[[Callable], Callable]:
     """Decorator: tag a reference form as the paper's Algorithm `number` (its
-    `paper_algorithm`)."""
-    if number not in CHAPTER_OF_ALGORITHM:
-        raise ValueError(f"the paper has Algorithms 1-15, not {number}")
+    `paper_algorithm`); `beyond_paper`: one of the course's own boxes, numbered > 15."""
+    if beyond_paper and number <= max(CHAPTER_OF_ALGORITHM):
+        raise ValueError(f"the course's own boxes are numbered after the paper's 15, "
+                         f"not {number}")
+    if not beyond_paper and number not in CHAPTER_OF_ALGORITHM:
+        raise ValueError(f"the paper has Algorithms 1-15, not {number} (mark the "
+                         "course's own boxes beyond_paper=True)")
     def tag(fn: Callable) -> Callable:
-        chapter = CHAPTER_OF_ALGORITHM[number]
-        fn.paper_algorithm = AlgorithmEntry(number, name, fn, batched, chapter)
+        chapter = CHAPTER_OF_ALGORITHM.get(number, BEYOND_THE_PAPER_CHAPTER)
+        fn.paper_algorithm = AlgorithmEntry(number, name, fn, batched, chapter,
+                                            beyond_paper)
         return fn
     return tag
 
