@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from transformer_nb.families import from_hf
 from transformer_nb.inference import generate
+from transformer_nb.practical import time_median
 
 
 def llama_pair(L=6, d_e=384, H=6, H_kv=2, d_mlp=1024, N_V=65, l_max=512):
@@ -35,16 +35,6 @@ def llama_pair(L=6, d_e=384, H=6, H_kv=2, d_mlp=1024, N_V=65, l_max=512):
         if hasattr(m, "compute_dtype"):
             m.compute_dtype = None
     return ours, hf
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def train_step(model, x, logits_of):
@@ -71,7 +61,7 @@ def main(argv=None):
     train = {k: [] for k in steps}
     for _ in range(rounds):
         for k, fn in steps.items():
-            train[k].append(median_seconds(fn, repeats))
+            train[k].append(time_median(fn, repeats))
     ours.eval(), hf.eval()
     prompt = [list(range(1, 17))]
 
@@ -82,7 +72,7 @@ def main(argv=None):
     gen = {k: [] for k in gens}
     for _ in range(rounds):
         for k, fn in gens.items():
-            gen[k].append(median_seconds(fn, repeats))
+            gen[k].append(time_median(fn, repeats))
     t = {k: B * T / statistics.median(v) for k, v in train.items()}
     g = {k: new / statistics.median(v) for k, v in gen.items()}
     print(f"training tokens/s: ours {t['ours']:.0f}, LlamaForCausalLM {t['hf']:.0f}, "

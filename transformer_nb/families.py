@@ -114,15 +114,20 @@ def llama_links(cfg: DTransformerConfig) -> list[Link]:
     return links
 
 # %% ../nbs/10b_families.ipynb #29bca77b
-def from_llama(hf_model) -> DTransformer:
-    "A DTransformer holding a Hugging Face Llama, Mistral, Qwen2 or Qwen3 causal LM."
-    cfg = llama_config(hf_model.config)
+def _loaded(hf_model, cfg: DTransformerConfig, links: list[Link]) -> DTransformer:
+    "A DTransformer of `cfg` holding `hf_model`'s weights, in its dtype, in eval mode."
     model = DTransformer(cfg).to(next(hf_model.parameters()).dtype)
-    load_links(model, hf_model.state_dict(), llama_links(cfg))
+    load_links(model, hf_model.state_dict(), links)
     for norm in model.modules():  # Hugging Face normalises in float32, even in float64
         if isinstance(norm, RMSNorm):
             norm.compute_dtype = torch.float32
     return model.eval()
+
+
+def from_llama(hf_model) -> DTransformer:
+    "A DTransformer holding a Hugging Face Llama, Mistral, Qwen2 or Qwen3 causal LM."
+    cfg = llama_config(hf_model.config)
+    return _loaded(hf_model, cfg, llama_links(cfg))
 
 # %% ../nbs/10b_families.ipynb #0a7acd4b
 def llama_family(cfg: DTransformerConfig) -> str:
@@ -361,12 +366,7 @@ def gemma3_links(cfg: DTransformerConfig) -> list[Link]:
 def from_gemma3(hf_model) -> DTransformer:
     "A DTransformer holding a Hugging Face Gemma3ForCausalLM (text only)."
     cfg = gemma3_config(hf_model.config)
-    model = DTransformer(cfg).to(next(hf_model.parameters()).dtype)
-    load_links(model, hf_model.state_dict(), gemma3_links(cfg))
-    for norm in model.modules():  # normalised in float32, as Hugging Face does
-        if isinstance(norm, RMSNorm):
-            norm.compute_dtype = torch.float32
-    return model.eval()
+    return _loaded(hf_model, cfg, gemma3_links(cfg))
 
 
 def to_gemma3(model: DTransformer):
