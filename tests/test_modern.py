@@ -159,6 +159,38 @@ def test_the_cache_gives_the_logits_of_the_whole_sequence(name):
     assert (stepwise - whole)[~padding].abs().max() < 1e-10
 
 
+@pytest.mark.parametrize("H_kv", [4, 2])
+def test_one_token_steps_without_padding_give_the_whole_pass(H_kv):
+    "The unmasked one-token path: no padding, every cached key visible."
+    torch.manual_seed(0)
+    model = DTransformer(DTransformerConfig(N_V=50, l_max=32, d_e=32, H=4, L=3, H_kv=H_kv,
+                                            positions="rope")).double().eval()
+    ids = torch.randint(0, 50, (2, 10))
+    with torch.no_grad():
+        whole = model(ids)
+        cache = KVCache(model.cfg.L, 32)
+        steps = [model(ids[:, :4], cache=cache)]
+        steps += [model(ids[:, t:t + 1], cache=cache) for t in range(4, 10)]
+    assert (torch.cat(steps, dim=1) - whole).abs().max() < 1e-10
+
+
+def test_rotary_angles_are_never_reused_stale():
+    "Layers share one cos/sin per pass; a positions tensor changed in place is re-read."
+    torch.manual_seed(0)
+    model = DTransformer(DTransformerConfig(N_V=50, l_max=32, d_e=32, H=4, L=3,
+                                            positions="rope")).double().eval()
+    ids = torch.randint(0, 50, (2, 6))
+    positions = torch.arange(6)
+    with torch.inference_mode():
+        model(ids, positions=positions)
+        positions += 3  # the same tensor object, new values
+        again = model(ids, positions=positions)
+        fresh = model(ids, positions=torch.arange(3, 9))
+    assert torch.equal(again, fresh)
+    model.train()  # angles computed in inference mode must not reach autograd
+    model(ids, positions=positions).sum().backward()
+
+
 def test_gqa_cache_holds_H_kv_heads_and_a_window_caps_it():
     for H_kv, window, held in ((4, None, (4, 20)), (1, None, (1, 20)), (2, 6, (2, 5))):
         model = DTransformer(DTransformerConfig(N_V=50, l_max=32, d_e=32, H=4, L=1, H_kv=H_kv,

@@ -92,12 +92,28 @@ class Rotary(nn.Module):
 
     def forward(self, *xs: Tensor, positions: Tensor) -> Tensor | tuple[Tensor, ...]:
         "Rotate each of `xs` (the queries, the keys), computing the angles once."
-        a = self.angles(positions.to(xs[0].device))
-        a = a if a.dim() == 2 else a[:, None]  # (B, T, .) -> (B, 1, T, .): all heads
-        cos = torch.cat([a.cos(), a.cos()], -1).to(xs[0].dtype)
-        sin = torch.cat([a.sin(), a.sin()], -1).to(xs[0].dtype)
+        cos, sin = self.cos_sin(positions.to(xs[0].device), xs[0].dtype)
         out = tuple(self._rotate(x, cos, sin) for x in xs)
         return out[0] if len(out) == 1 else out
+
+    _last = None  # (positions, key, (cos, sin), ids of the layers that used it)
+
+    def cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos and sin of the angles. The layers of one pass share one computation: a
+        layer asking twice starts a new pass, so nothing stale is ever reused."""
+        key = (self.theta, self.d_r, self.angle_dtype, dtype,
+               torch.is_inference_mode_enabled())
+        last = Rotary._last
+        if (last is not None and last[0] is positions and last[1] == key
+                and id(self) not in last[3]):
+            last[3].add(id(self))
+            return last[2]
+        a = self.angles(positions)
+        a = a if a.dim() == 2 else a[:, None]  # (B, T, .) -> (B, 1, T, .): all heads
+        cos = torch.cat([a.cos(), a.cos()], -1).to(dtype)
+        sin = torch.cat([a.sin(), a.sin()], -1).to(dtype)
+        Rotary._last = (positions, key, (cos, sin), {id(self)})
+        return cos, sin
 
     def _rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         r, rest = x[..., :self.d_r], x[..., self.d_r:]
@@ -279,10 +295,12 @@ def _attention_forward(self: Attention, x: Tensor, *, causal: bool = True,
         q, k = self.rotary(q, k, positions=positions)
     k, v, first = _remember(self, k, v, cache)
     # line 7: each group serves H / H_kv consecutive query heads (enable_gqa below)
-    plain = (causal and z_padding is None and self.window is None and before == 0
-             and self.slopes is None)
-    if plain:  # the fused kernel's own causal mask
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+    # nothing to mask but causality: a full pass (the kernel's own causal mask), or
+    # one new token, which sees every cached key
+    plain = (causal and z_padding is None and self.window is None
+             and self.slopes is None and (before == 0 or T == 1))
+    if plain:
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1,
                                              enable_gqa=self.H > self.H_kv)
     else:
         out = _masked_attention(self, q, k, v, before, first, causal, z_padding)
