@@ -96,30 +96,33 @@ class Rotary(nn.Module):
         out = tuple(self._rotate(x, cos, sin) for x in xs)
         return out[0] if len(out) == 1 else out
 
-    _last = None  # (positions, key, (cos, sin), ids of the layers that used it)
-
-    def cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """cos and sin of the angles. The layers of one pass share one computation: a
-        layer asking twice starts a new pass, so nothing stale is ever reused."""
-        key = (self.theta, self.d_r, self.angle_dtype, dtype,
-               torch.is_inference_mode_enabled())
-        last = Rotary._last
-        if (last is not None and last[0] is positions and last[1] == key
-                and id(self) not in last[3]):
-            last[3].add(id(self))
-            return last[2]
-        a = self.angles(positions)
-        a = a if a.dim() == 2 else a[:, None]  # (B, T, .) -> (B, 1, T, .): all heads
-        cos = torch.cat([a.cos(), a.cos()], -1).to(dtype)
-        sin = torch.cat([a.sin(), a.sin()], -1).to(dtype)
-        Rotary._last = (positions, key, (cos, sin), {id(self)})
-        return cos, sin
-
     def _rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         r, rest = x[..., :self.d_r], x[..., self.d_r:]
         first, second = r.chunk(2, dim=-1)
         swapped = torch.cat([-second, first], dim=-1)
         return torch.cat([r * cos + swapped * sin, rest], dim=-1)  # lines 3, 4, 6
+
+# %% ../nbs/10_modern.ipynb #a1c0rop2
+def _cos_sin(self: Rotary, positions: Tensor,
+             dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    "cos and sin of the angles at `positions`, repeated for both halves of d_r."
+    key = (self.theta, self.d_r, self.angle_dtype, dtype,
+           torch.is_inference_mode_enabled())
+    last = Rotary._last  # (positions, key, (cos, sin), ids of the layers that used it)
+    if (last is not None and last[0] is positions and last[1] == key
+            and id(self) not in last[3]):
+        last[3].add(id(self))
+        return last[2]
+    a = self.angles(positions)
+    a = a if a.dim() == 2 else a[:, None]  # (B, T, .) -> (B, 1, T, .): all heads
+    cos = torch.cat([a.cos(), a.cos()], -1).to(dtype)
+    sin = torch.cat([a.sin(), a.sin()], -1).to(dtype)
+    Rotary._last = (positions, key, (cos, sin), {id(self)})
+    return cos, sin
+
+
+Rotary._last, Rotary.cos_sin = None, _cos_sin
+
 
 # %% ../nbs/10_modern.ipynb #42caee6f
 @algorithm(18, "gated_mlp", batched="modern.GatedMLP", beyond_paper=True)
