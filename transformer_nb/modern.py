@@ -100,7 +100,10 @@ class Rotary(nn.Module):
         r, rest = x[..., :self.d_r], x[..., self.d_r:]
         first, second = r.chunk(2, dim=-1)
         swapped = torch.cat([-second, first], dim=-1)
-        return torch.cat([r * cos + swapped * sin, rest], dim=-1)  # lines 3, 4, 6
+        rotated = r * cos + swapped * sin  # lines 3, 4
+        if not rest.shape[-1]:  # every coordinate rotated: nothing to append
+            return rotated
+        return torch.cat([rotated, rest], dim=-1)  # line 6
 
 # %% ../nbs/10_modern.ipynb #a1c0rop2
 def _cos_sin(self: Rotary, positions: Tensor,
