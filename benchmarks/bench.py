@@ -8,7 +8,9 @@ models so that a change in the machine's load affects both. Reports medians over
 
 Measures: the machine's peak fp32 matmul rate; training throughput (forward + backward + AdamW step) at
 two configurations with model FLOPs utilisation against that peak; generation throughput with and without
-our KV cache and Hugging Face's `generate` with its cache; peak memory of one training step.
+our KV cache and Hugging Face's `generate` with its cache; peak memory of one training step; and Chapter 10's
+Llama-style configuration against Hugging Face's `LlamaForCausalLM` holding the same weights (training and
+cached generation).
 Needs `transformers` (a development dependency); builds every model from a config, downloads nothing.
 """
 from __future__ import annotations
@@ -27,6 +29,8 @@ import torch.nn.functional as F
 from transformer_nb.architectures import DTransformer, DTransformerConfig
 from transformer_nb.inference import generate
 from transformer_nb.practical import saved_activation_bytes, time_median
+
+from bench_llama import llama_pair, train_step  # Chapter 10's pair (beside this file)
 
 
 @dataclass
@@ -166,9 +170,40 @@ def generation(s: Setting, new_tokens: int, prompt_len: int, repeats: int) -> di
     return result
 
 
+def llama(repeats: int, rounds: int, B: int, T: int, new_tokens: int) -> dict:
+    "A Llama-style DTransformer against LlamaForCausalLM with the same weights: training and generation."
+    mine, theirs = llama_pair()
+    x = torch.randint(0, 65, (B, T), generator=torch.Generator().manual_seed(0))
+    steps = {"ours": train_step(mine.train(), x, lambda m, x: m(x)),
+             "hf": train_step(theirs.train(), x, lambda m, x: m(x).logits)}
+    train = {k: [] for k in steps}
+    for _ in range(rounds):  # alternate, so that load changes hit both models alike
+        for k, fn in steps.items():
+            train[k].append(median_seconds(fn, repeats))
+    mine.eval(), theirs.eval()
+    prompt = torch.arange(1, 17)[None]
+    gens = {"ours": lambda: generate(mine, prompt, new_tokens, greedy=True),
+            "hf": lambda: theirs.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                          max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                          do_sample=False, pad_token_id=0)}
+    gen = {k: [] for k in gens}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for k, fn in gens.items():
+                gen[k].append(median_seconds(fn, repeats, warmup=1))
+    out = {"train_tokens_per_s": {k: B * T / statistics.median(v) for k, v in train.items()},
+           "gen_tokens_per_s": {k: new_tokens / statistics.median(v) for k, v in gen.items()},
+           "setup": f"L=6, d_e=384, H=6, H_kv=2, d_mlp=1024, N_V=65; training B={B}, T={T}; "
+                    f"generation batch 1, 16-token prompt, {new_tokens} new tokens, greedy"}
+    out["train_ratio"] = out["train_tokens_per_s"]["ours"] / out["train_tokens_per_s"]["hf"]
+    out["gen_ratio"] = out["gen_tokens_per_s"]["ours"] / out["gen_tokens_per_s"]["hf"]
+    return out
+
+
 # --- report ------------------------------------------------------------------------------------------------
 
-TARGETS = {"train_ratio": 1.15, "mfu_large": 0.75, "gen_vs_hf": 1.2, "gen_vs_no_cache": 5.0}
+TARGETS = {"train_ratio": 1.15, "mfu_large": 0.75, "gen_vs_hf": 1.2, "gen_vs_no_cache": 5.0,
+           "llama_train": 1.1, "llama_gen": 1.2}
 
 
 def machine() -> dict:
@@ -206,6 +241,13 @@ def markdown(res: dict) -> str:
                        ("params_grads_adam_mib", "parameters, gradients, AdamW moments"),
                        ("step_peak_mib", "peak of the step (the sum)")):
         lines.append(f"| {label} (MiB) | {mem['ours'][key]:.1f} | {mem['hf'][key]:.1f} |")
+    ll = res["llama"]
+    lines += ["", f"| Llama-style vs LlamaForCausalLM ({ll['setup']}) | ours | HF | ours / HF |",
+              "|---|---|---|---|",
+              f"| training tokens/s | {ll['train_tokens_per_s']['ours']:.0f} | {ll['train_tokens_per_s']['hf']:.0f} "
+              f"| {ll['train_ratio']:.2f}× |",
+              f"| generation tokens/s (cache) | {ll['gen_tokens_per_s']['ours']:.0f} "
+              f"| {ll['gen_tokens_per_s']['hf']:.0f} | {ll['gen_ratio']:.2f}× |"]
     t = res["targets"]
     lines += ["", "| Target | Measured | Met |", "|---|---|---|"]
     for name, (value, goal) in t.items():
@@ -234,12 +276,17 @@ def main(argv=None) -> dict:
     print(f"generation: {json.dumps({k: round(v['tokens_per_s'], 1) for k, v in res['generation'].items() if isinstance(v, dict)})}",
           flush=True)
     res["memory"] = peak_memory_mb(big)
+    res["llama"] = llama(repeats, rounds, *((2, 64, 32) if args.quick else (8, 256, 128)))
+    print(f"llama: training ratio {res['llama']['train_ratio']:.2f}, generation ratio "
+          f"{res['llama']['gen_ratio']:.2f}", flush=True)
     res["targets"] = {
         "training ours/HF, tiny": (res["training"]["tiny"]["ratio"], TARGETS["train_ratio"]),
         "training ours/HF, shakespeare-char": (res["training"][big.name]["ratio"], TARGETS["train_ratio"]),
         "MFU vs measured peak, shakespeare-char": (res["training"][big.name]["ours"]["mfu"], TARGETS["mfu_large"]),
         "generation with cache / HF": (res["generation"]["cache_vs_hf"], TARGETS["gen_vs_hf"]),
         "generation with cache / without": (res["generation"]["cache_vs_no_cache"], TARGETS["gen_vs_no_cache"]),
+        "Llama-style training ours/HF": (res["llama"]["train_ratio"], TARGETS["llama_train"]),
+        "Llama-style generation with cache ours/HF": (res["llama"]["gen_ratio"], TARGETS["llama_gen"]),
     }
     table = markdown(res)
     print(table)

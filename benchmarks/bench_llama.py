@@ -1,7 +1,7 @@
 """Chapter 10's speed check: a Llama-style DTransformer (loaded from a Hugging Face LlamaForCausalLM built
 from a random config, so both hold the same weights) against that LlamaForCausalLM, side by side.
 
-    python benchmarks/bench_llama.py            # a few minutes on 2 CPU cores
+    python benchmarks/bench_llama.py            # this comparison alone (bench.py also runs it)
     python benchmarks/bench_llama.py --quick    # a smoke test
 
 Measures training throughput (forward + backward + AdamW) and greedy generation with the cache (ours:
@@ -11,14 +11,11 @@ affects both, and prints the medians and the ratios. Downloads nothing.
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 import torch.nn.functional as F
 
 from transformer_nb.families import from_hf
-from transformer_nb.inference import generate
-from transformer_nb.practical import time_median
 
 
 def llama_pair(L=6, d_e=384, H=6, H_kv=2, d_mlp=1024, N_V=65, l_max=512):
@@ -50,36 +47,18 @@ def train_step(model, x, logits_of):
 
 
 def main(argv=None):
+    "This comparison alone (bench.py runs it with the rest and records it in RESULTS.md)."
+    import bench  # beside this file; it imports the pair from here
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    repeats, rounds, B, T, new = (1, 1, 2, 64, 16) if args.quick else (3, 3, 8, 256, 128)
-    ours, hf = llama_pair()
-    x = torch.randint(0, 65, (B, T))
-    steps = {"ours": train_step(ours.train(), x, lambda m, x: m(x)),
-             "hf": train_step(hf.train(), x, lambda m, x: m(x).logits)}
-    train = {k: [] for k in steps}
-    for _ in range(rounds):
-        for k, fn in steps.items():
-            train[k].append(time_median(fn, repeats))
-    ours.eval(), hf.eval()
-    prompt = [list(range(1, 17))]
-
-    def hf_generate():
-        with torch.no_grad():
-            hf.generate(torch.tensor(prompt), max_new_tokens=new, do_sample=False, pad_token_id=0)
-    gens = {"ours": lambda: generate(ours, prompt, new, greedy=True), "hf": hf_generate}
-    gen = {k: [] for k in gens}
-    for _ in range(rounds):
-        for k, fn in gens.items():
-            gen[k].append(time_median(fn, repeats))
-    t = {k: B * T / statistics.median(v) for k, v in train.items()}
-    g = {k: new / statistics.median(v) for k, v in gen.items()}
-    print(f"training tokens/s: ours {t['ours']:.0f}, LlamaForCausalLM {t['hf']:.0f}, "
-          f"ratio {t['ours'] / t['hf']:.2f} (target >= 1.1)")
-    print(f"generation tokens/s: ours {g['ours']:.0f}, generate {g['hf']:.0f}, "
-          f"ratio {g['ours'] / g['hf']:.2f} (target >= 1.2)")
-    return t, g
+    res = bench.llama(*((1, 1, 2, 64, 16) if args.quick else (5, 3, 8, 256, 128)))
+    print(f"{res['setup']}\n"
+          f"training tokens/s: ours {res['train_tokens_per_s']['ours']:.0f}, LlamaForCausalLM "
+          f"{res['train_tokens_per_s']['hf']:.0f}, ratio {res['train_ratio']:.2f} (target >= 1.1)\n"
+          f"generation tokens/s: ours {res['gen_tokens_per_s']['ours']:.0f}, generate "
+          f"{res['gen_tokens_per_s']['hf']:.0f}, ratio {res['gen_ratio']:.2f} (target >= 1.2)")
+    return res
 
 
 if __name__ == "__main__":
