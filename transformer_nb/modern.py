@@ -15,14 +15,16 @@ from torch import Tensor, nn
 from .registry import algorithm
 from transformer_nb.components import (
     AttentionCache, LayerNorm, MultiHeadAttention, PositionalEmbedding, TokenEmbedding,
+    Unembedding,
     check_length, check_shape,
 )
 
 # %% auto #0
-__all__ = ['POSITION_KINDS', 'rms_norm_ref', 'RMSNorm', 'rms_norm', 'rope_ref', 'Rotary', 'gated_mlp_ref', 'GatedMLP',
-           'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'Attention', 'gqa_params', 'parallel_layer_ref',
-           'parallel_layer', 'ModernOptions', 'make_norm', 'make_attention', 'make_mlp', 'attention_kwargs',
-           'NoPositions', 'ScaledTokenEmbedding', 'make_positions', 'make_token_embedding', 'check_options']
+__all__ = ['POSITION_KINDS', 'LAYER_KINDS', 'rms_norm_ref', 'RMSNorm', 'rms_norm', 'rope_ref', 'Rotary', 'gated_mlp_ref',
+           'GatedMLP', 'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'Attention', 'gqa_params', 'parallel_layer_ref',
+           'parallel_layer', 'ModernOptions', 'layer_window', 'make_norm', 'make_attention', 'make_mlp',
+           'attention_kwargs', 'NoPositions', 'ScaledTokenEmbedding', 'make_positions', 'make_token_embedding',
+           'SoftCappedUnembedding', 'make_unembedding', 'check_options']
 
 # %% ../nbs/10_modern.ipynb #291290d5
 @algorithm(16, "rms_norm", batched="modern.RMSNorm", beyond_paper=True)
@@ -161,7 +163,8 @@ def _columns(M: Tensor, gamma, theta, d_r, eps: float) -> Tensor:
 @algorithm(19, "GQAttention", batched="modern.Attention", beyond_paper=True)
 def gq_attention_ref(X: Tensor, W: GQAParams, Mask: Tensor, theta: float | None = None,
                      d_r: int | None = None, window: int | None = None,
-                     slopes: Tensor | None = None, eps: float = 0.0) -> Tensor:
+                     slopes: Tensor | None = None, eps: float = 0.0,
+                     d_s: float | None = None, cap: float | None = None) -> Tensor:
     "Algorithm 19: grouped-query self-attention of X (d_x, l); Mask (l, l)."
     H, H_kv, l = len(W.W_q), len(W.W_k), X.shape[1]
     Ks = [W.W_k[g] @ X + W.b_k[g][:, None] for g in range(H_kv)]  # line 2's K^g
@@ -182,24 +185,30 @@ def gq_attention_ref(X: Tensor, W: GQAParams, Mask: Tensor, theta: float | None 
     for h in range(H):  # line 6
         g = h * H_kv // H  # line 7, 0-based
         Q = _columns(Qs[h], gamma_q, theta, d_r, eps)  # line 8
-        S = K[g].T @ Q / math.sqrt(Q.shape[0])  # line 9
+        S = K[g].T @ Q / math.sqrt(d_s or Q.shape[0])  # line 9
+        if cap is not None:
+            S = cap * torch.tanh(S / cap)  # line 10
         if slopes is not None:
-            S = S - slopes[h] * distance  # line 10
+            S = S - slopes[h] * distance  # line 11
         hide = ~Mask.bool() | (distance >= (window or l + 1))
-        S = S.masked_fill(hide, float("-inf"))  # line 11
-        Y.append(V[g] @ torch.softmax(S, dim=0))  # line 12
-    return W.W_o @ torch.cat(Y, dim=0) + W.b_o[:, None]  # lines 14-15
+        S = S.masked_fill(hide, float("-inf"))  # line 12
+        Y.append(V[g] @ torch.softmax(S, dim=0))  # line 13
+    return W.W_o @ torch.cat(Y, dim=0) + W.b_o[:, None]  # lines 15-16
 
 # %% ../nbs/10_modern.ipynb #d78d03ae
 class Attention(nn.Module):
     """Algorithm 19, batched: causal self-attention x (B, T, d_e) -> (B, T, d_e) with
-    Chapter 10's options read from a config (GQA, RoPE, QK-norm, window, ALiBi)."""
+    Chapter 10's options read from a config (GQA, RoPE, QK-norm, window, ALiBi,
+    soft-capping); `index` is the layer's place in the stack (local or global)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, index: int = 0):
         super().__init__()
         self.H, self.H_kv = cfg.H, cfg.H_kv or cfg.H
         self.d = cfg.d_head or cfg.d_e // cfg.H
-        self.d_x, self.window = cfg.d_e, cfg.window
+        self.d_x, self.window = cfg.d_e, layer_window(cfg, index)
+        self.scale = None if cfg.d_score is None else cfg.d_score**-0.5  # None: 1/sqrt(d)
+        self.softcap = cfg.attn_softcap
+        self.softmax_dtype = None  # None: the scores' own; float32 as HF's eager attention
         bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
         self.qkv = nn.Linear(cfg.d_e, (self.H + 2 * self.H_kv) * self.d, bias=bias)
         self.o = nn.Linear(self.H * self.d, cfg.d_e, bias=cfg.bias)
@@ -207,8 +216,9 @@ class Attention(nn.Module):
         n_q, n_k = (self.H, self.H_kv) if self.qk_norm_all else (1, 1)
         qk_norm = lambda n: rms_norm(cfg, n * self.d) if cfg.qk_norm else None
         self.q_norm, self.k_norm = qk_norm(n_q), qk_norm(n_k)
-        rope = cfg.positions == "rope"
-        self.rotary = Rotary(cfg.rotary_dims or self.d, cfg.rope_base) if rope else None
+        theta = (cfg.rope_local_base if self.window else None) or cfg.rope_base
+        rope = cfg.positions == "rope"  # Gemma 3's local layers have their own theta
+        self.rotary = Rotary(cfg.rotary_dims or self.d, theta) if rope else None
         alibi = cfg.positions == "alibi"
         self.register_buffer("slopes", alibi_slopes(self.H) if alibi else None,
                              persistent=False)
@@ -280,32 +290,56 @@ def _attention_forward(self: Attention, x: Tensor, *, causal: bool = True,
     k, v, first = _remember(self, k, v, cache)
     # line 7: each group serves H / H_kv consecutive query heads (enable_gqa below)
     plain = (causal and z_padding is None and self.window is None and before == 0
-             and self.slopes is None)
+             and self.slopes is None and not _scores_by_hand(self))
     if plain:  # the fused kernel's own causal mask
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
                                              enable_gqa=self.H > self.H_kv)
     else:
         out = _masked_attention(self, q, k, v, before, first, causal, z_padding)
-    return self.o(out.transpose(1, 2).flatten(2))  # lines 14-15
+    return self.o(out.transpose(1, 2).flatten(2))  # lines 15-16
 
 
 Attention.forward = _attention_forward
 
 # %% ../nbs/10_modern.ipynb #a167efb5
 def _masked_attention(self: Attention, q, k, v, before, first, causal, padding):
-    "Lines 9-12 with an explicit mask: the window, padding, ALiBi, a cache."
+    "Lines 9-13 with an explicit mask: the window, padding, ALiBi, a cache."
     B, _, T, _ = q.shape
     allowed, distance = _allowed(self, B, before, T, first, k.shape[2], causal,
                                  padding, q.device)
     empty = ~allowed.any(dim=-1, keepdim=True)  # nothing to attend to
     allowed = allowed | empty
     mask = allowed
-    if self.slopes is not None:  # line 10: ALiBi, -m_h (t_x - t_z)
+    if self.slopes is not None:  # line 11: ALiBi, -m_h (t_x - t_z)
         bias = -self.slopes[:, None, None] * distance.abs().to(q.dtype)
         mask = bias.masked_fill(~allowed, float("-inf"))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                         enable_gqa=self.H > self.H_kv)
+    if _scores_by_hand(self):
+        out = _scored_attention(self, q, k, v, mask)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+                                             enable_gqa=self.H > self.H_kv)
     return out.masked_fill(empty, 0.0)
+
+# %% ../nbs/10_modern.ipynb #5c0f7a21
+def _scores_by_hand(att: Attention) -> bool:
+    "Whether lines 9-13 are written out: soft-capping, or a softmax in another dtype."
+    return att.softcap is not None or att.softmax_dtype is not None
+
+
+def _scored_attention(att: Attention, q, k, v, mask: Tensor) -> Tensor:
+    "Lines 9-13 of every head at once; `mask` is boolean (True = may attend) or added."
+    n = att.H // att.H_kv  # line 7: each group serves n consecutive query heads
+    k, v = k.repeat_interleave(n, dim=1), v.repeat_interleave(n, dim=1)
+    scale = att.scale if att.scale is not None else att.d**-0.5
+    S = (q @ k.transpose(-1, -2)) * scale  # line 9
+    if att.softcap is not None:  # line 10
+        S = torch.tanh(S / att.softcap) * att.softcap
+    if mask.dtype == torch.bool:  # line 12
+        S = S.masked_fill(~mask, float("-inf"))
+    else:  # lines 11-12: ALiBi's biases, -inf where hidden
+        S = S + mask
+    P = torch.softmax(S, dim=-1, dtype=att.softmax_dtype or S.dtype).to(q.dtype)
+    return P @ v  # line 13
 
 # %% ../nbs/10_modern.ipynb #1e9ea83d
 def gqa_params(att: Attention) -> GQAParams:
@@ -352,6 +386,7 @@ def parallel_layer(layer: nn.Module, x: Tensor, x_padding: Tensor | None = None,
 # %% ../nbs/10_modern.ipynb #0b0c346e
 # the last three are this chapter's: rotary, ALiBi's biases, no positions at all
 POSITION_KINDS = ("learned", "sinusoidal", "rope", "alibi", "none")
+LAYER_KINDS = ("local", "global")  # with the window, or seeing every position
 
 
 @dataclass
@@ -365,6 +400,11 @@ class ModernOptions:
     rope_base: float = 10_000.0  # the base theta of rotary positions
     rotary_dims: int | None = None  # rotated dimensions of each head (None: all)
     window: int | None = None  # sliding-window attention over the last `window`
+    layer_kinds: tuple[str, ...] | None = None  # per layer (None: all local if window)
+    rope_local_base: float | None = None  # theta of the local layers (None: rope_base)
+    d_score: float | None = None  # scores divided by sqrt(d_score) (None: d_head)
+    attn_softcap: float | None = None  # scores <- c tanh(scores / c) before the mask
+    logit_softcap: float | None = None  # the same on the final logits
     parallel_residual: bool = False  # attention and MLP side by side (GPT-J, GPT-NeoX)
     gated: bool = False  # gated MLP, act(W_gate x) * W_mlp1 x (SwiGLU, GeGLU)
     embed_scale: bool = False  # multiply the token embeddings by sqrt(d_e)
@@ -375,6 +415,12 @@ class ModernOptions:
                       for f in fields(ModernOptions))
         return changed or self.positions not in POSITION_KINDS[:2]
 
+
+def layer_window(cfg, index: int) -> int | None:
+    "The window of layer `index` (from 0): cfg.window, or None if the layer is global."
+    kinds = cfg.layer_kinds
+    return None if kinds is not None and kinds[index] == "global" else cfg.window
+
 # %% ../nbs/10_modern.ipynb #f4253f71
 def make_norm(cfg, d: int | None = None) -> nn.Module:
     "A layer_norm of width d (default d_e), or RMSnorm if cfg.norm_kind says so."
@@ -383,10 +429,10 @@ def make_norm(cfg, d: int | None = None) -> nn.Module:
     return LayerNorm(d or cfg.d_e, eps=cfg.eps, bias=cfg.bias)
 
 
-def make_attention(cfg) -> nn.Module:
-    "Algorithm 5's self-attention, or Algorithm 19's when any option is on."
+def make_attention(cfg, index: int = 0) -> nn.Module:
+    "Algorithm 5's self-attention, or Algorithm 19's for layer `index` if any option is on."
     if cfg.uses_modern():
-        return Attention(cfg)
+        return Attention(cfg, index)
     return MultiHeadAttention(cfg.d_e, cfg.H, bias=cfg.bias)
 
 
@@ -436,6 +482,24 @@ def make_token_embedding(cfg) -> TokenEmbedding:
     kind = ScaledTokenEmbedding if cfg.embed_scale else TokenEmbedding
     return kind(cfg.N_V, cfg.d_e)
 
+# %% ../nbs/10_modern.ipynb #9e4b6a13
+class SoftCappedUnembedding(Unembedding):
+    "Algorithm 7, then each logit <- c tanh(logit / c), as Gemma 2 caps its logits."
+
+    def __init__(self, d_e: int, N_V: int, bias: bool, cap: float):
+        super().__init__(d_e, N_V, bias=bias)
+        self.cap = cap
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(super().forward(x) / self.cap) * self.cap
+
+
+def make_unembedding(cfg, d: int) -> Unembedding:
+    "Algorithm 7's W_u from width d, soft-capped if cfg.logit_softcap."
+    if cfg.logit_softcap is None:
+        return Unembedding(d, cfg.N_V, bias=cfg.unembed_bias)
+    return SoftCappedUnembedding(d, cfg.N_V, cfg.unembed_bias, cfg.logit_softcap)
+
 # %% ../nbs/10_modern.ipynb #50c157c4
 def _positive(cfg, name: str) -> None:
     value = getattr(cfg, name)
@@ -470,3 +534,33 @@ def check_options(cfg) -> None:
     if cfg.parallel_residual and cfg.norm != "pre":
         raise ValueError("parallel_residual=True needs norm='pre', "
                          f"got norm={cfg.norm!r}")
+    _check_gemma_options(cfg)
+
+# %% ../nbs/10_modern.ipynb #3a8f0d55
+def _positive_number(cfg, name: str) -> None:
+    value = getattr(cfg, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is not None and not (ok and 0 < value < math.inf):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _check_gemma_options(cfg) -> None:
+    "Soft-capping, the score scale, local and global layers and their RoPE bases."
+    for name in ("attn_softcap", "logit_softcap", "d_score", "rope_local_base"):
+        _positive_number(cfg, name)
+    kinds = cfg.layer_kinds
+    if kinds is not None:
+        if isinstance(kinds, list):  # as JSON gives it back
+            cfg.layer_kinds = kinds = tuple(kinds)
+        if not isinstance(kinds, tuple) or not set(kinds) <= set(LAYER_KINDS):
+            raise ValueError(f"layer_kinds must be a tuple of {LAYER_KINDS}, "
+                             f"got {kinds!r}")
+        if len(kinds) != getattr(cfg, "L", None):
+            raise ValueError(f"layer_kinds names {len(kinds)} layers, the config has "
+                             f"L = {getattr(cfg, 'L', None)}")
+        if "local" in kinds and cfg.window is None:
+            raise ValueError("layer_kinds has local layers: they need a window")
+    local = cfg.window is not None and (kinds is None or "local" in kinds)
+    if cfg.rope_local_base is not None and not (local and cfg.positions == "rope"):
+        raise ValueError("rope_local_base is the RoPE base of local layers: it needs "
+                         "positions='rope', a window and a local layer")
