@@ -135,8 +135,8 @@ def llama_family(cfg: DTransformerConfig) -> str:
     wanted = {"final_norm": True, "norm_kind": "rms", "positions": "rope",
               "gated": True, "parallel_residual": False, "rotary_dims": None,
               "embed_norm": False, "embed_scale": False, "unembed_bias": False,
-              "dropout": 0.0, "attn_softcap": None, "logit_softcap": None, "d_score": None,
-              "layer_kinds": None, "rope_local_base": None}
+              "dropout": 0.0, "attn_softcap": None, "logit_softcap": None,
+              "d_score": None, "layer_kinds": None, "rope_local_base": None}
     for name, value in wanted.items():
         if getattr(cfg, name) != value:
             raise ValueError(f"{name} = {getattr(cfg, name)!r}: the Llama family needs "

@@ -206,9 +206,9 @@ class Attention(nn.Module):
         self.H, self.H_kv = cfg.H, cfg.H_kv or cfg.H
         self.d = cfg.d_head or cfg.d_e // cfg.H
         self.d_x, self.window = cfg.d_e, layer_window(cfg, index)
-        self.scale = None if cfg.d_score is None else cfg.d_score**-0.5  # None: 1/sqrt(d)
+        self.scale = None if cfg.d_score is None else cfg.d_score**-0.5  # None: d's
         self.softcap = cfg.attn_softcap
-        self.softmax_dtype = None  # None: the scores' own; float32 as HF's eager attention
+        self.softmax_dtype = None  # None: the scores' own (HF's eager: float32)
         bias = cfg.bias if cfg.qkv_bias is None else cfg.qkv_bias
         self.qkv = nn.Linear(cfg.d_e, (self.H + 2 * self.H_kv) * self.d, bias=bias)
         self.o = nn.Linear(self.H * self.d, cfg.d_e, bias=cfg.bias)
@@ -430,7 +430,7 @@ def make_norm(cfg, d: int | None = None) -> nn.Module:
 
 
 def make_attention(cfg, index: int = 0) -> nn.Module:
-    "Algorithm 5's self-attention, or Algorithm 19's for layer `index` if any option is on."
+    "Algorithm 5's self-attention, or Algorithm 19's for layer `index` (any option on)."
     if cfg.uses_modern():
         return Attention(cfg, index)
     return MultiHeadAttention(cfg.d_e, cfg.H, bias=cfg.bias)
