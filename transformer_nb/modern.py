@@ -21,8 +21,8 @@ from transformer_nb.components import (
 
 # %% auto #0
 __all__ = ['POSITION_KINDS', 'LAYER_KINDS', 'rms_norm_ref', 'RMSNorm', 'rms_norm', 'rope_ref', 'Rotary', 'gated_mlp_ref',
-           'GatedMLP', 'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'Attention', 'gqa_params', 'parallel_layer_ref',
-           'parallel_layer', 'ModernOptions', 'layer_window', 'make_norm', 'make_attention', 'make_mlp',
+           'GatedMLP', 'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'layer_window', 'Attention', 'gqa_params',
+           'parallel_layer_ref', 'parallel_layer', 'ModernOptions', 'make_norm', 'make_attention', 'make_mlp',
            'attention_kwargs', 'NoPositions', 'ScaledTokenEmbedding', 'make_positions', 'make_token_embedding',
            'SoftCappedUnembedding', 'make_unembedding', 'check_options']
 
@@ -196,6 +196,12 @@ def gq_attention_ref(X: Tensor, W: GQAParams, Mask: Tensor, theta: float | None 
     return W.W_o @ torch.cat(Y, dim=0) + W.b_o[:, None]  # lines 15-16
 
 # %% ../nbs/10_modern.ipynb #d78d03ae
+def layer_window(cfg, index: int) -> int | None:
+    "The window of layer `index` (from 0): cfg.window, or None if the layer is global."
+    kinds = cfg.layer_kinds
+    return None if kinds is not None and kinds[index] == "global" else cfg.window
+
+
 class Attention(nn.Module):
     """Algorithm 19, batched: causal self-attention x (B, T, d_e) -> (B, T, d_e) with
     Chapter 10's options read from a config (GQA, RoPE, QK-norm, window, ALiBi,
@@ -415,11 +421,6 @@ class ModernOptions:
                       for f in fields(ModernOptions))
         return changed or self.positions not in POSITION_KINDS[:2]
 
-
-def layer_window(cfg, index: int) -> int | None:
-    "The window of layer `index` (from 0): cfg.window, or None if the layer is global."
-    kinds = cfg.layer_kinds
-    return None if kinds is not None and kinds[index] == "global" else cfg.window
 
 # %% ../nbs/10_modern.ipynb #f4253f71
 def make_norm(cfg, d: int | None = None) -> nn.Module:
