@@ -186,6 +186,7 @@ OURS_REFUSED = [  # (config, the field the error must name)
     (dict(GEMMA, qk_norm="all"), "qk_norm"),
     (dict(GEMMA, bias=True), "bias"),
     (dict(GEMMA, embed_scale=False), "embed_scale"),
+    (dict(GEMMA, d_score=6.5), "d_score"),  # HF's query_pre_attn_scalar is an integer
     (dict(norm_kind="rms", positions="rope", gated=True, activation="silu", attn_softcap=5.0),
      "attn_softcap"),  # the Llama family has none of Gemma's options
     (dict(norm_kind="rms", positions="rope", gated=True, activation="silu", window=4, L=2,

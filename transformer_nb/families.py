@@ -426,6 +426,9 @@ def gemma_family(cfg: DTransformerConfig) -> str:
         raise ValueError(f"{name} = {getattr(cfg, name)!r}: no Gemma has it")
     if cfg.qk_norm not in (False, True):
         raise ValueError(f"qk_norm = {cfg.qk_norm!r}: Gemma 3 normalises each head")
+    if cfg.d_score is not None and cfg.d_score != int(cfg.d_score):
+        raise ValueError(f"d_score = {cfg.d_score}: Gemma's query_pre_attn_scalar is "
+                         "an integer")
     family = "gemma3" if cfg.qk_norm else "gemma2"
     if family == "gemma2" and cfg.rope_local_base is not None:
         raise ValueError(f"rope_local_base = {cfg.rope_local_base}: Gemma 2 has one "
@@ -436,30 +439,38 @@ def gemma_family(cfg: DTransformerConfig) -> str:
     return family
 
 # %% ../nbs/10b_families.ipynb #d5a1f3b8
-def _to_gemma(model: DTransformer, family: str):
-    import transformers
-    cfg = model.cfg
-    if gemma_family(cfg) != family:
-        raise ValueError(f"qk_norm = {cfg.qk_norm}: this model is not {family}")
-    kw = {k: v for k, v in _hf_kwargs(cfg, family).items()
-          if k not in ("hidden_act", "rope_parameters")}
+_GEMMA_CLASSES = {"gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
+                  "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM")}
+
+
+def _gemma_fields(cfg: DTransformerConfig, family: str) -> dict:
+    "Gemma's own fields of the Hugging Face config: layer types, RoPE bases, caps."
     kinds = cfg.layer_kinds or ("local" if cfg.window else "global",) * cfg.L
     types = {ours: theirs for theirs, ours in _GEMMA_KINDS.items()}
     rope = lambda theta: {"rope_type": "default", "rope_theta": theta}
     ropes = rope(cfg.rope_base) if family == "gemma2" else {
         "full_attention": rope(cfg.rope_base),
         "sliding_attention": rope(cfg.rope_local_base or cfg.rope_base)}
-    name = "Gemma2" if family == "gemma2" else "Gemma3"
-    hf_config = getattr(transformers, "Gemma2Config" if family == "gemma2"
-                        else "Gemma3TextConfig")(
-        **kw, hidden_activation=[k for k, v in _ACTIVATIONS_HF.items()
-                                 if v == cfg.activation][0],
-        query_pre_attn_scalar=cfg.d_score or kw["head_dim"],
-        layer_types=[types[kind] for kind in kinds],
-        sliding_window=cfg.window or cfg.l_max, rope_parameters=ropes,
-        attn_logit_softcapping=cfg.attn_softcap,
+    hf_act = {ours: theirs for theirs, ours in _ACTIVATIONS_HF.items()}
+    return dict(
+        hidden_activation=hf_act[cfg.activation],
+        query_pre_attn_scalar=int(cfg.d_score or cfg.d_head or cfg.d_e // cfg.H),
+        layer_types=[types[kind] for kind in kinds], rope_parameters=ropes,
+        sliding_window=cfg.window or cfg.l_max, attn_logit_softcapping=cfg.attn_softcap,
         final_logit_softcapping=cfg.logit_softcap)
-    hf = getattr(transformers, f"{name}ForCausalLM")(hf_config)
+
+# %% ../nbs/10b_families.ipynb #a2c6e9d4
+def _to_gemma(model: DTransformer, family: str):
+    "The Hugging Face causal LM of `family` holding `model`'s weights."
+    import transformers
+    cfg = model.cfg
+    if gemma_family(cfg) != family:
+        raise ValueError(f"qk_norm = {cfg.qk_norm}: this model is not {family}")
+    kw = {k: v for k, v in _hf_kwargs(cfg, family).items()
+          if k not in ("hidden_act", "rope_parameters")}
+    config_class, model_class = (getattr(transformers, name)
+                                 for name in _GEMMA_CLASSES[family])
+    hf = model_class(config_class(**kw, **_gemma_fields(cfg, family)))
     hf = hf.to(next(model.parameters()).dtype).eval()
     export_links(model, hf, gemma_links(cfg))
     return hf
