@@ -211,6 +211,8 @@ BAD_OPTIONS = [
     (dict(L=2, layer_kinds=("local", "global")), "window"),
     (dict(positions="rope", rope_local_base=100.0), "rope_local_base"),  # no local layer
     (dict(window=4, rope_local_base=100.0), "rope_local_base"),  # no rotary positions
+    (dict(positions="rope", window=4, rope_local_base=0.5), "rope_local_base"),
+    (dict(L=1, window=4, layer_kinds=(["local"],)), "layer_kinds"),
     (dict(positions="rope", window=4, L=2, layer_kinds=("global", "global"), rope_local_base=1e2),
      "rope_local_base"),
 ]

@@ -421,7 +421,6 @@ class ModernOptions:
                       for f in fields(ModernOptions))
         return changed or self.positions not in POSITION_KINDS[:2]
 
-
 # %% ../nbs/10_modern.ipynb #f4253f71
 def make_norm(cfg, d: int | None = None) -> nn.Module:
     "A layer_norm of width d (default d_e), or RMSnorm if cfg.norm_kind says so."
@@ -553,7 +552,7 @@ def _check_gemma_options(cfg) -> None:
     if kinds is not None:
         if isinstance(kinds, list):  # as JSON gives it back
             cfg.layer_kinds = kinds = tuple(kinds)
-        if not isinstance(kinds, tuple) or not set(kinds) <= set(LAYER_KINDS):
+        if not isinstance(kinds, tuple) or any(k not in LAYER_KINDS for k in kinds):
             raise ValueError(f"layer_kinds must be a tuple of {LAYER_KINDS}, "
                              f"got {kinds!r}")
         if len(kinds) != getattr(cfg, "L", None):
@@ -565,3 +564,5 @@ def _check_gemma_options(cfg) -> None:
     if cfg.rope_local_base is not None and not (local and cfg.positions == "rope"):
         raise ValueError("rope_local_base is the RoPE base of local layers: it needs "
                          "positions='rope', a window and a local layer")
+    if cfg.rope_local_base is not None and cfg.rope_local_base <= 1:
+        raise ValueError(f"rope_local_base must be > 1, got {cfg.rope_local_base}")
