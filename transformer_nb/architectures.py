@@ -314,10 +314,10 @@ class Layer(nn.Module):
     the MLP."""
 
     def __init__(self, cfg: TransformerConfig, causal: bool, cross: bool = False,
-                 alpha: float = 1.0):
+                 alpha: float = 1.0, index: int = 0):  # index: its place in the stack
         super().__init__()
         self.causal, self.parallel = causal, cfg.parallel_residual
-        self.attn = Residual(cfg, modern.make_attention(cfg), alpha)  # Alg. 5 or 19
+        self.attn = Residual(cfg, modern.make_attention(cfg, index), alpha)  # 5 or 19
         if cross:
             cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias)
         self.cross = Residual(cfg, cross_attn, alpha) if cross else None
@@ -458,8 +458,8 @@ def _stack(cfg: TransformerConfig, stack: str, N: int = 0, M: int = 0) -> nn.Mod
     alpha, beta = deepnorm_constants(stack, N, M) if deep else (1.0, 1.0)
     decoder = stack.startswith("decoder")
     cross = stack == "decoder"
-    layers = nn.ModuleList(Layer(cfg, causal=decoder, cross=cross, alpha=alpha)
-                           for _ in range(M if decoder else N))
+    layers = nn.ModuleList(Layer(cfg, decoder, cross, alpha, index=i)
+                           for i in range(M if decoder else N))
     layers.deepnorm_beta = beta
     return layers
 
@@ -495,7 +495,7 @@ class DTransformer(nn.Module):
         self.embed = Embedding(cfg)
         self.layers = _stack(cfg, "decoder-only", M=cfg.L)
         self.final_norm = _final_norm(cfg)
-        self.unembed = Unembedding(cfg.d_e, cfg.N_V, bias=cfg.unembed_bias)
+        self.unembed = modern.make_unembedding(cfg, cfg.d_e)  # Gemma 2 caps it
         _initialise(self, cfg, self.layers)
 
     def forward(self, x: Tensor, *, x_padding: Tensor | None = None,
@@ -529,7 +529,7 @@ class ETransformer(nn.Module):
         self.W_f = nn.Linear(cfg.d_e, cfg.d_f, bias=cfg.bias)
         self.head_act = ACTIVATIONS[cfg.activation]
         self.head_norm = modern.make_norm(cfg, cfg.d_f)
-        self.unembed = Unembedding(cfg.d_f, cfg.N_V, bias=cfg.unembed_bias)
+        self.unembed = modern.make_unembedding(cfg, cfg.d_f)
         _initialise(self, cfg, self.layers)
 
     def hidden_states(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
@@ -556,7 +556,7 @@ class EDTransformer(nn.Module):
         self.encoder = _stack(cfg, "encoder", cfg.L_enc, cfg.L_dec)
         self.decoder = _stack(cfg, "decoder", cfg.L_enc, cfg.L_dec)
         self.enc_norm, self.dec_norm = _final_norm(cfg), _final_norm(cfg)
-        self.unembed = Unembedding(cfg.d_e, cfg.N_V, bias=cfg.unembed_bias)
+        self.unembed = modern.make_unembedding(cfg, cfg.d_e)
         _initialise(self, cfg, self.encoder, self.decoder)
 
     def encode(self, z: Tensor, *, z_padding: Tensor | None = None) -> Tensor:

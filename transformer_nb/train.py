@@ -64,6 +64,8 @@ def _parse_text(text: str, base: str, nullable: bool, where: str):
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"{where}: expected true or false, got {text!r}")
         return text.lower() in ("true", "1", "yes")
+    if base == "tuple[str, ...]":  # comma-separated (layer_kinds)
+        return tuple(part.strip() for part in text.split(","))
     try:
         return {"int": int, "float": float, "str": str}[base](text)
     except ValueError:
@@ -75,6 +77,10 @@ def _check_value(value, base: str, nullable: bool, where: str):
     "A config-file value, checked against the field's type."
     if value is None and nullable:
         return value
+    if base == "tuple[str, ...]":  # a list of strings (layer_kinds)
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
     accepted = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
     wrong_bool = isinstance(value, bool) and base != "bool"  # True is an int in Python
     if wrong_bool or not isinstance(value, accepted[base]):
