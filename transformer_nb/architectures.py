@@ -561,9 +561,8 @@ class EDTransformer(nn.Module):
     def encode(self, z: Tensor, *, z_padding: Tensor | None = None) -> Tensor:
         "The encoded context Z, shape (B, T_z, d_e)."
         check_batch(z, z_padding, "z")
-        resi = self.cfg.norm == "resi"
-        return run_stack(self.encoder, self.embed(z, name="z"), self.enc_norm, resi,
-                         x_padding=z_padding)
+        return run_stack(self.encoder, self.embed(z, name="z"), self.enc_norm,
+                         self.cfg.norm == "resi", x_padding=z_padding)
 
     def decode(self, x: Tensor, Z: Tensor, *, z_padding: Tensor | None = None,
                x_padding: Tensor | None = None, cache: KVCache | None = None,
@@ -571,8 +570,7 @@ class EDTransformer(nn.Module):
         "Logits (B, T_x, N_V) of x given Z; a cache as in DTransformer (Z's K/V kept)."
         check_batch(x, x_padding, "x", before=0 if cache is None else cache.length)
         if Z.shape[0] != x.shape[0]:
-            raise ValueError("z and x have different batch sizes: "
-                             f"{Z.shape[0]} and {x.shape[0]}")
+            raise ValueError(f"z and x have different batch sizes: {len(Z)}, {len(x)}")
         positions = _positions(x, cache, positions)
         embed = self.dec_embed or self.embed  # BART's decoder has its own W_p
         h = run_stack(self.decoder, embed(x, positions), self.dec_norm,

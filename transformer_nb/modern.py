@@ -22,8 +22,8 @@ from transformer_nb.components import (
 __all__ = ['POSITION_KINDS', 'rms_norm_ref', 'RMSNorm', 'rms_norm', 'rope_ref', 'Rotary', 'gated_mlp_ref', 'GatedMLP',
            'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'Attention', 'gqa_params', 'parallel_layer_ref',
            'parallel_layer', 'ModernOptions', 'make_norm', 'make_attention', 'make_mlp', 'attention_kwargs',
-           'sines_then_cosines', 'OffsetPositions', 'decoder_embedding', 'NoPositions', 'ScaledTokenEmbedding',
-           'make_positions', 'make_token_embedding', 'check_options']
+           'sines_then_cosines', 'OffsetPositions', 'decoder_embedding', 'NoPositions', 'make_positions',
+           'ScaledTokenEmbedding', 'make_token_embedding', 'check_options']
 
 # %% ../nbs/10_modern.ipynb #291290d5
 @algorithm(16, "rms_norm", batched="modern.RMSNorm", beyond_paper=True)
@@ -456,18 +456,6 @@ class NoPositions(nn.Module):
         return self.weight[offset:offset + T]
 
 
-class ScaledTokenEmbedding(TokenEmbedding):
-    """Token embeddings times sqrt(d_e), the scale rounded to float32 (Gemma), or kept
-    in the weights' own precision if `exact` (Marian, BART)."""
-    exact = False
-
-    def forward(self, ids: Tensor, *args, **kwargs) -> Tensor:
-        e = super().forward(ids, *args, **kwargs)
-        if self.exact:
-            return e * self.d_e**0.5
-        return e * torch.tensor(self.d_e**0.5, dtype=torch.float32).to(e.dtype)
-
-
 def make_positions(cfg) -> nn.Module:
     "Algorithm 2's learned or sinusoidal W_p, or none for rotary, ALiBi and 'none'."
     if cfg.position_offset:
@@ -480,6 +468,18 @@ def make_positions(cfg) -> nn.Module:
             pos.weight = sines_then_cosines(pos.weight)
         return pos
     return NoPositions(cfg.l_max)
+
+# %% ../nbs/10_modern.ipynb #e120546c
+class ScaledTokenEmbedding(TokenEmbedding):
+    """Token embeddings times sqrt(d_e), the scale rounded to float32 (Gemma), or kept
+    in the weights' own precision if `exact` (Marian, BART)."""
+    exact = False
+
+    def forward(self, ids: Tensor, *args, **kwargs) -> Tensor:
+        e = super().forward(ids, *args, **kwargs)
+        if self.exact:
+            return e * self.d_e**0.5
+        return e * torch.tensor(self.d_e**0.5, dtype=torch.float32).to(e.dtype)
 
 
 def make_token_embedding(cfg) -> TokenEmbedding:
