@@ -176,6 +176,19 @@ def test_round_trip_is_exact(name, dtype):
         assert torch.equal(theirs[key], mine[key]), key
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_config_holds_the_model(name):
+    """A fresh EDTransformer of the config, given the state dict, is the loaded model
+    (Marian's sinusoids, rebuilt rather than saved, included)."""
+    loaded = from_hf(hf_model(name, torch.float64))
+    fresh = EDTransformer(loaded.cfg).to(torch.float64).eval()
+    fresh.load_state_dict(loaded.state_dict())
+    assert torch.equal(fresh.embed.pos.weight, loaded.embed.pos.weight)
+    z, mask = padded_contexts()
+    with torch.no_grad():
+        assert torch.equal(fresh(z, z, z_padding=mask == 0), loaded(z, z, z_padding=mask == 0))
+
+
 def test_default_config_is_still_algorithm_8():
     model = EDTransformer(EDTransformerConfig())
     assert model.dec_embed is None
