@@ -61,7 +61,7 @@ def _check_config(cfg) -> None:
             f"d_e = {cfg.d_e} is not divisible by the number of heads H = {cfg.H}")
     choices = {"norm": NORM_PLACEMENTS, "activation": tuple(ACTIVATIONS),
                "positions": modern.POSITION_KINDS, "init": ("normal", "gpt2"),
-               "sinusoid_convention": ("paper", "vaswani")}
+               "sinusoid_convention": ("paper", "vaswani", "halves")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(
@@ -266,7 +266,6 @@ def d_transformer_ref(x: list[int], theta: TransformerParams, eps: float = 0.0,
 def _drop(dropout: nn.Dropout, x: Tensor) -> Tensor:
     "Dropout, skipped (no module call) where it does nothing: in eval mode, or p = 0."
     return dropout(x) if dropout.training and dropout.p > 0 else x
-
 
 # %% ../nbs/06_architectures.ipynb #0a4eb3fe
 class MLP(nn.Module):
@@ -477,7 +476,6 @@ def _initialise(model: nn.Module, cfg: TransformerConfig,
         model.unembed.W_u.weight = model.embed.tok.weight
     lay_out_for_decoding(model)  # same values, faster one-token steps
 
-
 # %% ../nbs/06_architectures.ipynb #6ed093a9
 def _positions(x: Tensor, cache: KVCache | None, positions: Tensor | None):
     "The positions of the tokens x: `positions`, else after the cached ones, else None."
@@ -553,6 +551,7 @@ class EDTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = Embedding(cfg)  # shared by z and x, as in the paper
+        self.dec_embed = modern.decoder_embedding(cfg, self.embed, Embedding)  # BART
         self.encoder = _stack(cfg, "encoder", cfg.L_enc, cfg.L_dec)
         self.decoder = _stack(cfg, "decoder", cfg.L_enc, cfg.L_dec)
         self.enc_norm, self.dec_norm = _final_norm(cfg), _final_norm(cfg)
@@ -562,9 +561,8 @@ class EDTransformer(nn.Module):
     def encode(self, z: Tensor, *, z_padding: Tensor | None = None) -> Tensor:
         "The encoded context Z, shape (B, T_z, d_e)."
         check_batch(z, z_padding, "z")
-        resi = self.cfg.norm == "resi"
-        return run_stack(self.encoder, self.embed(z, name="z"), self.enc_norm, resi,
-                         x_padding=z_padding)
+        return run_stack(self.encoder, self.embed(z, name="z"), self.enc_norm,
+                         self.cfg.norm == "resi", x_padding=z_padding)
 
     def decode(self, x: Tensor, Z: Tensor, *, z_padding: Tensor | None = None,
                x_padding: Tensor | None = None, cache: KVCache | None = None,
@@ -572,10 +570,10 @@ class EDTransformer(nn.Module):
         "Logits (B, T_x, N_V) of x given Z; a cache as in DTransformer (Z's K/V kept)."
         check_batch(x, x_padding, "x", before=0 if cache is None else cache.length)
         if Z.shape[0] != x.shape[0]:
-            raise ValueError("z and x have different batch sizes: "
-                             f"{Z.shape[0]} and {x.shape[0]}")
+            raise ValueError(f"z and x have different batch sizes: {len(Z)}, {len(x)}")
         positions = _positions(x, cache, positions)
-        h = run_stack(self.decoder, self.embed(x, positions), self.dec_norm,
+        embed = self.dec_embed or self.embed  # BART's decoder has its own W_p
+        h = run_stack(self.decoder, embed(x, positions), self.dec_norm,
                       self.cfg.norm == "resi", cache=cache, z=Z, x_padding=x_padding,
                       z_padding=z_padding)
         return self.unembed(h)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import interop
-from .architectures import DTransformer, DTransformerConfig
+from . import interop, seq2seq
+from .architectures import DTransformer, DTransformerConfig, EDTransformer
 from .interop import Link, export_links, load_links
 from .modern import Attention, RMSNorm
 
@@ -487,7 +487,9 @@ def to_gemma3(model: DTransformer):
 
 # %% ../nbs/10b_families.ipynb #aad94df4
 HF_LOADERS = {**{family: from_llama for family in LLAMA_FAMILIES},
-              "gpt_neox": from_neox, "gemma2": from_gemma2, "gemma3_text": from_gemma3}
+              "gpt_neox": from_neox, "gemma2": from_gemma2,
+              "gemma3_text": from_gemma3,
+              **seq2seq.SEQ2SEQ_LOADERS}  # Marian and BART: this chapter's third part
 
 
 def from_hf(hf_model, **config) -> nn.Module:
@@ -502,6 +504,8 @@ def to_hf(model: nn.Module) -> nn.Module:
     "`model`'s Hugging Face (or torch) counterpart, whichever family its config is."
     if isinstance(model, DTransformer) and model.cfg.uses_modern():
         return to_hf_modern(model)
+    if isinstance(model, EDTransformer) and not model.cfg.final_norm:
+        return seq2seq.to_seq2seq(model)  # Marian, BART: nn.Transformer has final norms
     return interop.to_hf(model)
 
 # %% ../nbs/10b_families.ipynb #2ea7c69a

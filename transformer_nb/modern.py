@@ -23,8 +23,9 @@ from transformer_nb.components import (
 __all__ = ['POSITION_KINDS', 'LAYER_KINDS', 'rms_norm_ref', 'RMSNorm', 'rms_norm', 'rope_ref', 'Rotary', 'gated_mlp_ref',
            'GatedMLP', 'GQAParams', 'alibi_slopes', 'gq_attention_ref', 'layer_window', 'Attention', 'gqa_params',
            'parallel_layer_ref', 'parallel_layer', 'ModernOptions', 'make_norm', 'make_attention', 'make_mlp',
-           'attention_kwargs', 'NoPositions', 'ScaledTokenEmbedding', 'make_positions', 'make_token_embedding',
-           'SoftCappedUnembedding', 'make_unembedding', 'check_options']
+           'attention_kwargs', 'sines_then_cosines', 'OffsetPositions', 'decoder_embedding', 'NoPositions',
+           'make_positions', 'SoftCappedUnembedding', 'make_unembedding', 'ScaledTokenEmbedding',
+           'make_token_embedding', 'check_options']
 
 # %% ../nbs/10_modern.ipynb #291290d5
 @algorithm(16, "rms_norm", batched="modern.RMSNorm", beyond_paper=True)
@@ -437,7 +438,9 @@ class ModernOptions:
     logit_softcap: float | None = None  # the same on the final logits
     parallel_residual: bool = False  # attention and MLP side by side (GPT-J, GPT-NeoX)
     gated: bool = False  # gated MLP, act(W_gate x) * W_mlp1 x (SwiGLU, GeGLU)
-    embed_scale: bool = False  # multiply the token embeddings by sqrt(d_e)
+    embed_scale: bool | str = False  # times sqrt(d_e); "exact": not rounded to float32
+    position_offset: int = 0  # rows of W_p before position 0's, never read (BART: 2)
+    decoder_positions: bool = False  # the decoder's own W_p and embedding norm (BART)
 
     def uses_modern(self) -> bool:
         "Whether any option, or the kind of positions, differs from the paper's."
@@ -471,6 +474,44 @@ def attention_kwargs(attention: nn.Module, kwargs: dict, positions) -> dict:
         return kwargs
     return {**kwargs, "positions": positions}
 
+# %% ../nbs/10_modern.ipynb #37bc9436
+def sines_then_cosines(table: Tensor) -> Tensor:
+    "Vaswani's interleaved (sin, cos) columns reordered: all sines, then all cosines."
+    return torch.cat([table[:, 0::2], table[:, 1::2]], dim=1)
+
+
+class OffsetPositions(nn.Module):
+    """Learned positions after `offset` rows that no position reads: `table` (offset +
+    l_max, d_e) is what is stored, `weight` its rows from `offset` on."""
+    kind = "learned"
+
+    def __init__(self, l_max: int, d_e: int, offset: int):
+        super().__init__()
+        self.l_max, self.d_e, self.offset = l_max, d_e, offset
+        self.table = nn.Parameter(torch.randn(offset + l_max, d_e) * 0.02)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.table[self.offset:]
+
+    @property
+    def W_p(self) -> Tensor:
+        return self.weight.T  # (d_e, l_max), as in the paper
+
+    def forward(self, T: int, offset: int = 0, name: str = "x") -> Tensor:
+        check_length(offset + T, self.l_max, name)
+        return self.weight[offset:offset + T]
+
+
+def decoder_embedding(cfg, embed: nn.Module, kind: type) -> nn.Module | None:
+    """With cfg.decoder_positions, the decoder's own embedding (a `kind`): its own W_p
+    and norm, `embed`'s W_e. Without it, None: the decoder reads `embed`."""
+    if not cfg.decoder_positions:
+        return None
+    own = kind(cfg)
+    own.tok = embed.tok  # one W_e for both stacks
+    return own
+
 # %% ../nbs/10_modern.ipynb #655266ba
 class NoPositions(nn.Module):
     "No position embedding: adds 0 at every position (positions act inside attention)."
@@ -485,26 +526,18 @@ class NoPositions(nn.Module):
         return self.weight[offset:offset + T]
 
 
-class ScaledTokenEmbedding(TokenEmbedding):
-    "Token embeddings times sqrt(d_e), the scale rounded to float32 (Gemma)."
-
-    def forward(self, ids: Tensor, *args, **kwargs) -> Tensor:
-        scale = torch.tensor(self.d_e**0.5, dtype=torch.float32)
-        return super().forward(ids, *args, **kwargs) * scale.to(self.weight.dtype)
-
-
 def make_positions(cfg) -> nn.Module:
     "Algorithm 2's learned or sinusoidal W_p, or none for rotary, ALiBi and 'none'."
+    if cfg.position_offset:
+        return OffsetPositions(cfg.l_max, cfg.d_e, cfg.position_offset)
     if cfg.positions in POSITION_KINDS[:2]:
-        return PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions,
-                                   cfg.sinusoid_base, cfg.sinusoid_convention)
+        halves = cfg.sinusoid_convention == "halves"
+        pos = PositionalEmbedding(cfg.l_max, cfg.d_e, cfg.positions, cfg.sinusoid_base,
+                                  "vaswani" if halves else cfg.sinusoid_convention)
+        if halves and cfg.positions == "sinusoidal":
+            pos.weight = sines_then_cosines(pos.weight)
+        return pos
     return NoPositions(cfg.l_max)
-
-
-def make_token_embedding(cfg) -> TokenEmbedding:
-    "Algorithm 1's W_e, scaled by sqrt(d_e) if cfg.embed_scale."
-    kind = ScaledTokenEmbedding if cfg.embed_scale else TokenEmbedding
-    return kind(cfg.N_V, cfg.d_e)
 
 # %% ../nbs/10_modern.ipynb #9e4b6a13
 class SoftCappedUnembedding(Unembedding):
@@ -523,6 +556,26 @@ def make_unembedding(cfg, d: int) -> Unembedding:
     if cfg.logit_softcap is None:
         return Unembedding(d, cfg.N_V, bias=cfg.unembed_bias)
     return SoftCappedUnembedding(d, cfg.N_V, cfg.unembed_bias, cfg.logit_softcap)
+
+# %% ../nbs/10_modern.ipynb #e120546c
+class ScaledTokenEmbedding(TokenEmbedding):
+    """Token embeddings times sqrt(d_e), the scale rounded to float32 (Gemma), or kept
+    in the weights' own precision if `exact` (Marian, BART)."""
+    exact = False
+
+    def forward(self, ids: Tensor, *args, **kwargs) -> Tensor:
+        e = super().forward(ids, *args, **kwargs)
+        if self.exact:
+            return e * self.d_e**0.5
+        return e * torch.tensor(self.d_e**0.5, dtype=torch.float32).to(e.dtype)
+
+
+def make_token_embedding(cfg) -> TokenEmbedding:
+    "Algorithm 1's W_e, scaled by sqrt(d_e) if cfg.embed_scale."
+    kind = ScaledTokenEmbedding if cfg.embed_scale else TokenEmbedding
+    tok = kind(cfg.N_V, cfg.d_e)
+    tok.exact = cfg.embed_scale == "exact"
+    return tok
 
 # %% ../nbs/10_modern.ipynb #50c157c4
 def _positive(cfg, name: str) -> None:
@@ -559,6 +612,7 @@ def check_options(cfg) -> None:
         raise ValueError("parallel_residual=True needs norm='pre', "
                          f"got norm={cfg.norm!r}")
     _check_gemma_options(cfg)
+    _check_embedding_options(cfg)
 
 # %% ../nbs/10_modern.ipynb #3a8f0d55
 def _positive_number(cfg, name: str) -> None:
@@ -590,3 +644,21 @@ def _check_gemma_options(cfg) -> None:
                          "positions='rope', a window and a local layer")
     if cfg.rope_local_base is not None and cfg.rope_local_base <= 1:
         raise ValueError(f"rope_local_base must be > 1, got {cfg.rope_local_base}")
+
+# %% ../nbs/10_modern.ipynb #be7ed061
+def _check_embedding_options(cfg) -> None:
+    "The options of the embeddings: a ValueError naming the field out of range."
+    if cfg.embed_scale not in (False, True, "exact"):
+        raise ValueError(f"embed_scale must be False, True or 'exact', "
+                         f"got {cfg.embed_scale!r}")
+    offset = cfg.position_offset
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValueError(f"position_offset must be an integer >= 0, got {offset!r}")
+    if offset and cfg.positions != "learned":
+        raise ValueError(f"position_offset = {offset} needs positions='learned', "
+                         f"got {cfg.positions!r}")
+    if cfg.decoder_positions not in (False, True):
+        raise ValueError(f"decoder_positions must be True or False, "
+                         f"got {cfg.decoder_positions!r}")
+    if cfg.decoder_positions and not hasattr(cfg, "L_dec"):
+        raise ValueError("decoder_positions=True needs an encoder-decoder config")
