@@ -11,7 +11,7 @@ NOTEBOOKS = sorted((ROOT / "nbs").glob("*.ipynb"))
 MAX_MODULE_LINES, MAX_EXPORTED_CELL_LINES, MAX_COLUMNS = 650, 40, 88
 
 # Bottom to top: a module may import only modules listed before it.
-FLOORS = ["registry", "course", "tokenization", "tasks", "components", "modern",
+FLOORS = ["registry", "course", "tokenization", "tasks", "components", "modern", "options",
           "architectures", "anatomy", "interop", "seq2seq", "families", "checkpoint",
           "batches", "distributed", "training", "train", "inference", "audit", "practical", "paper",
           "grading", "exercises_3_6", "exercises_beyond", "exercises"]

@@ -20,7 +20,7 @@ from transformer_nb.components import (
     layer_norm_ref, linear_params, mh_attention_ref, positional_embedding_ref,
     token_embedding_ref,
 )
-from . import modern  # Chapter 10's parts, each behind a config option
+from . import modern, options  # Chapter 10's parts, as config options
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'NORM_PLACEMENTS', 'gelu_ref', 'relu_ref', 'TransformerConfig', 'DTransformerConfig',
@@ -60,7 +60,7 @@ def _check_config(cfg) -> None:
         raise ValueError(
             f"d_e = {cfg.d_e} is not divisible by the number of heads H = {cfg.H}")
     choices = {"norm": NORM_PLACEMENTS, "activation": tuple(ACTIVATIONS),
-               "positions": modern.POSITION_KINDS, "init": ("normal", "gpt2"),
+               "positions": options.POSITION_KINDS, "init": ("normal", "gpt2"),
                "sinusoid_convention": ("paper", "vaswani", "halves")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
@@ -70,11 +70,11 @@ def _check_config(cfg) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v < hi:
             raise ValueError(f"{name} must be a number in [{lo}, {hi}), got {v!r}")
-    modern.check_options(cfg)  # Chapter 10's options
+    options.check_options(cfg)  # Chapter 10's options
 
 # %% ../nbs/06_architectures.ipynb #75ffe422
 @dataclass
-class TransformerConfig(modern.ModernOptions):
+class TransformerConfig(options.ModernOptions):
     "What the three architectures share. Subclasses set each algorithm's defaults."
     N_V: int = 64  # vocabulary size
     l_max: int = 128  # maximum context length
@@ -291,8 +291,8 @@ class Residual(nn.Module):
         super().__init__()
         self.placement, self.alpha = cfg.norm, alpha
         self.sublayer = sublayer
-        self.norm = nn.Identity() if cfg.norm == "out" else modern.make_norm(cfg)
-        self.norm_out = modern.make_norm(cfg) if cfg.norm in ("peri", "out") else None
+        self.norm = nn.Identity() if cfg.norm == "out" else options.make_norm(cfg)
+        self.norm_out = options.make_norm(cfg) if cfg.norm in ("peri", "out") else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, *args, dual: Tensor | None = None, **kwargs):
@@ -316,11 +316,11 @@ class Layer(nn.Module):
                  alpha: float = 1.0, index: int = 0):  # index: its place in the stack
         super().__init__()
         self.causal, self.parallel = causal, cfg.parallel_residual
-        self.attn = Residual(cfg, modern.make_attention(cfg, index), alpha)  # 5 or 19
+        self.attn = Residual(cfg, options.make_attention(cfg, index), alpha)  # 5 or 19
         if cross:
             cross_attn = MultiHeadAttention(cfg.d_e, cfg.H, cross=True, bias=cfg.bias)
         self.cross = Residual(cfg, cross_attn, alpha) if cross else None
-        self.mlp = Residual(cfg, modern.make_mlp(cfg, MLP, ACTIVATIONS), alpha)
+        self.mlp = Residual(cfg, options.make_mlp(cfg, MLP, ACTIVATIONS), alpha)
 
     def forward(self, x: Tensor, z: Tensor | None = None, *,
                 z_padding: Tensor | None = None, x_padding: Tensor | None = None,
@@ -329,7 +329,7 @@ class Layer(nn.Module):
         dual) back. `cache`: this layer's (self-attention, cross-attention)
         `AttentionCache`s; `positions` reach Chapter 10's rotary attention."""
         own, ctx = ({}, {}) if cache is None else ({"cache": c} for c in cache)
-        own = modern.attention_kwargs(self.attn.sublayer, own, positions)
+        own = options.attention_kwargs(self.attn.sublayer, own, positions)
         if self.parallel:  # Chapter 10's Algorithm 20
             return modern.parallel_layer(self, x, x_padding, **own)
         x, dual = _apply(self.attn, x, dual, causal=self.causal, z_padding=x_padding,
@@ -368,9 +368,9 @@ class Embedding(nn.Module):
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.tok = modern.make_token_embedding(cfg)  # Gemma's is scaled (Chapter 10)
-        self.pos = modern.make_positions(cfg)  # none for rotary positions (Chapter 10)
-        self.norm = modern.make_norm(cfg) if cfg.embed_norm else None
+        self.tok = options.make_token_embedding(cfg)  # Gemma's is scaled (Chapter 10)
+        self.pos = options.make_positions(cfg)  # none for rotary positions (Chapter 10)
+        self.norm = options.make_norm(cfg) if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, ids: Tensor, positions: Tensor | None = None, name="x") -> Tensor:
@@ -446,7 +446,7 @@ def deepnorm_init(layers: nn.ModuleList, beta: float) -> None:
 def _final_norm(cfg: TransformerConfig) -> LayerNorm | None:
     """The norm after the last layer: if `final_norm`, and always for ResiDual (the dual
     stream's)."""
-    return modern.make_norm(cfg) if cfg.final_norm or cfg.norm == "resi" else None
+    return options.make_norm(cfg) if cfg.final_norm or cfg.norm == "resi" else None
 
 
 def _stack(cfg: TransformerConfig, stack: str, N: int = 0, M: int = 0) -> nn.ModuleList:
@@ -493,7 +493,7 @@ class DTransformer(nn.Module):
         self.embed = Embedding(cfg)
         self.layers = _stack(cfg, "decoder-only", M=cfg.L)
         self.final_norm = _final_norm(cfg)
-        self.unembed = modern.make_unembedding(cfg, cfg.d_e)  # Gemma 2 caps it
+        self.unembed = options.make_unembedding(cfg, cfg.d_e)  # Gemma 2 caps it
         _initialise(self, cfg, self.layers)
 
     def forward(self, x: Tensor, *, x_padding: Tensor | None = None,
@@ -526,8 +526,8 @@ class ETransformer(nn.Module):
         self.final_norm = _final_norm(cfg)
         self.W_f = nn.Linear(cfg.d_e, cfg.d_f, bias=cfg.bias)
         self.head_act = ACTIVATIONS[cfg.activation]
-        self.head_norm = modern.make_norm(cfg, cfg.d_f)
-        self.unembed = modern.make_unembedding(cfg, cfg.d_f)
+        self.head_norm = options.make_norm(cfg, cfg.d_f)
+        self.unembed = options.make_unembedding(cfg, cfg.d_f)
         _initialise(self, cfg, self.layers)
 
     def hidden_states(self, x: Tensor, *, x_padding: Tensor | None = None) -> Tensor:
@@ -551,11 +551,11 @@ class EDTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = Embedding(cfg)  # shared by z and x, as in the paper
-        self.dec_embed = modern.decoder_embedding(cfg, self.embed, Embedding)  # BART
+        self.dec_embed = options.decoder_embedding(cfg, self.embed, Embedding)  # BART
         self.encoder = _stack(cfg, "encoder", cfg.L_enc, cfg.L_dec)
         self.decoder = _stack(cfg, "decoder", cfg.L_enc, cfg.L_dec)
         self.enc_norm, self.dec_norm = _final_norm(cfg), _final_norm(cfg)
-        self.unembed = modern.make_unembedding(cfg, cfg.d_e)
+        self.unembed = options.make_unembedding(cfg, cfg.d_e)
         _initialise(self, cfg, self.encoder, self.decoder)
 
     def encode(self, z: Tensor, *, z_padding: Tensor | None = None) -> Tensor:

@@ -489,7 +489,7 @@ def to_gemma3(model: DTransformer):
 HF_LOADERS = {**{family: from_llama for family in LLAMA_FAMILIES},
               "gpt_neox": from_neox, "gemma2": from_gemma2,
               "gemma3_text": from_gemma3,
-              **seq2seq.SEQ2SEQ_LOADERS}  # Marian and BART: this chapter's third part
+              **seq2seq.SEQ2SEQ_LOADERS}  # Marian and BART: this chapter's fourth part
 
 
 def from_hf(hf_model, **config) -> nn.Module:

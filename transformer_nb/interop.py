@@ -403,7 +403,7 @@ def from_hf(hf_model, **config) -> DTransformer | ETransformer | EDTransformer:
     if kind not in loaders:
         raise TypeError(f"cannot convert a {type(hf_model).__name__}: from_hf knows "
                         "GPT2LMHeadModel, BertForMaskedLM and nn.Transformer (Llama, "
-                        "Mistral, Qwen, OLMo 2, Gemma 3, GPT-NeoX: Chapter 10's)")
+                        "Mistral, Qwen, OLMo 2, Gemma, NeoX, Marian, BART: Ch. 10)")
     if config:
         raise TypeError(f"{sorted(config)} are only for an nn.Transformer")
     return loaders[kind](hf_model)
