@@ -12,6 +12,7 @@
   useful while a cell runs, and only noise on a printed page.
 * Gives a cell's figure caption (cell metadata `mystnb.figure`) to its first displayed output only: a cell
   that shows a plot and then a table of the same numbers gets one numbered figure, not two.
+* Cites an entry whose authors end in "and others" as "Brown *et al.*, 2020", like every other long list.
 * Labels the reference list the way the text cites it ("Vaswani et al., 2017"), sorted by author: the
   bibliography style `authoryear` (bibtex_default_style in _config.yml).
 The notebooks themselves are not changed.
@@ -61,11 +62,14 @@ def local_colab_badge(app, doctree):
 
 BOX_NUMBER = re.compile(r'(id="algorithm-(\d+)">\s*<p class="admonition-title"><span class="caption-number">'
                         r'Algorithm )\d+')
+# a bib entry "X and others" is cited as "X and others, 2020": cite it as the other long lists are cited
+OTHERS_CITED = re.compile(r'>([^<>]{1,80}?) and others(, \d{4}[a-z]?</a>| \[<a )')
 REF_NUMBER = re.compile(r'(href="[^"]*#algorithm-(\d+)"[^>]*>(?:<span[^>]*>)*Algorithm )\d+')
 
 
 def _fix_page(html: str) -> str:
     html = html.replace(">Proof Index<", ">List of algorithms<")  # sphinx-proof's index page
+    html = OTHERS_CITED.sub(r">\g<1> <em>et al.</em>\g<2>", html)
     html = BOX_NUMBER.sub(r"\g<1>\g<2>", html)
     html = REF_NUMBER.sub(r"\g<1>\g<2>", html)
     lines, seen, kept = html.splitlines(keepends=True), set(), []
