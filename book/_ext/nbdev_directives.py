@@ -1,6 +1,8 @@
 """Sphinx extension for the course's notebooks in Jupyter Book.
 
 * Hides nbdev's `#| ...` directive lines at the top of code cells (they mean nothing to a reader).
+* Shows an exercise stub's error (cells tagged `raises-exception`) as its last line, "NotImplementedError: write
+  the rotation here", not as a traceback through the grader with the paths of the machine that built the book.
 * Marks cells tagged `skip-execution` (GPU runs) with a note that they were not run for this book.
 * Serves the "Open in Colab" badge from the book itself, so that pages render completely offline.
 * Numbers each algorithm box with the paper's number, taken from its label `algorithm-N` (sphinx-proof
@@ -51,6 +53,23 @@ def note_unexecuted_cells(app, doctree):
         if "tag_skip-execution" in cell.get("classes", []):
             note = nodes.note("", nodes.paragraph("", GPU_NOTE))
             cell.insert(0, note)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def short_stub_errors(app, doctree):
+    "An exercise stub's error as its last line, not a traceback through the grader and the build's paths."
+    for cell in list(doctree.findall(nodes.container)):
+        if "tag_raises-exception" not in cell.get("classes", []):
+            continue
+        for block in cell.findall(nodes.literal_block):
+            if "traceback" not in block.get("classes", []):
+                continue
+            lines = [line for line in ANSI.sub("", block.astext()).splitlines() if line.strip()]
+            last = lines[-1] if lines else ""
+            block.children = [nodes.Text(last)]
+            block.rawsource = last
 
 
 def local_colab_badge(app, doctree):
@@ -160,5 +179,6 @@ def setup(app):
     app.connect("doctree-read", local_colab_badge, priority=400)
     app.connect("doctree-read", strip_directives)
     app.connect("doctree-read", note_unexecuted_cells)
+    app.connect("doctree-read", short_stub_errors)
     app.connect("build-finished", fix_written_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
