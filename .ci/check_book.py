@@ -33,6 +33,13 @@ for page in sorted(html_dir.glob("nbs/*.html")):
     for label, shown in re.findall(r'id="algorithm-(\d+)".*?<span class="caption-number">Algorithm (\d+)', html, re.S):
         if label != shown:
             problems.append(f"{page.name}: the box for the paper's Algorithm {label} is numbered {shown}")
+# The list of algorithms (book/algorithms.md) links every box in the book, in numerical order.
+boxes = sorted({int(n) for page in html_dir.glob("nbs/*.html")
+                for n in re.findall(r'id="algorithm-(\d+)"', page.read_text(encoding="utf-8"))})
+listed = [int(n) for n in re.findall(r'href="[^"]*#algorithm-(\d+)"',
+                                     (html_dir / "book" / "algorithms.html").read_text(encoding="utf-8"))]
+if listed != boxes:
+    problems.append(f"algorithms.html lists the boxes {listed}, the book has {boxes}")
 if problems:
     sys.exit("book check failed:\n  " + "\n  ".join(problems))
 print("book check passed")

@@ -131,7 +131,7 @@ def plot_variants(runs: dict[str, Run], ax=None, title: str | None = None,
                if s >= from_step]
         ax.plot(*zip(*pts), "o-", ms=2.5, lw=1.2, label=name)
     ax.set(xlabel="step", ylabel="validation loss", title=title or "validation loss")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 

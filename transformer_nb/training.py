@@ -578,7 +578,7 @@ def plot_history(history: dict, axes=None, title: str | None = None):
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3))
+        _, axes = plt.subplots(1, 2, figsize=(7, 2.8), layout="constrained")
     ax_loss, ax_lr = axes
     ax_loss.plot(history["step"], history["loss"], lw=0.8, alpha=0.6,
                  label="training (one batch)")
@@ -586,7 +586,7 @@ def plot_history(history: dict, axes=None, title: str | None = None):
         ax_loss.plot(history["val_step"], history["val_loss"], "o-", ms=3,
                      label="validation")
     ax_loss.set(xlabel="step", ylabel="loss", title=title or "loss")
-    ax_loss.legend()
+    ax_loss.legend(fontsize="small")
     ax_lr.plot(history["step"], history["lr"])
     ax_lr.set(xlabel="step", ylabel="learning rate", title="learning-rate schedule")
     return axes

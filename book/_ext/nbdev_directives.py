@@ -1,6 +1,8 @@
 """Sphinx extension for the course's notebooks in Jupyter Book.
 
 * Hides nbdev's `#| ...` directive lines at the top of code cells (they mean nothing to a reader).
+* Shows an exercise stub's error (cells tagged `raises-exception`) as its last line, "NotImplementedError: write
+  the rotation here", not as a traceback through the grader with the paths of the machine that built the book.
 * Marks cells tagged `skip-execution` (GPU runs) with a note that they were not run for this book.
 * Serves the "Open in Colab" badge from the book itself, so that pages render completely offline.
 * Numbers each algorithm box with the paper's number, taken from its label `algorithm-N` (sphinx-proof
@@ -12,6 +14,7 @@
   useful while a cell runs, and only noise on a printed page.
 * Gives a cell's figure caption (cell metadata `mystnb.figure`) to its first displayed output only: a cell
   that shows a plot and then a table of the same numbers gets one numbered figure, not two.
+* Cites an entry whose authors end in "and others" as "Brown *et al.*, 2020", like every other long list.
 * Labels the reference list the way the text cites it ("Vaswani et al., 2017"), sorted by author: the
   bibliography style `authoryear` (bibtex_default_style in _config.yml).
 The notebooks themselves are not changed.
@@ -52,6 +55,23 @@ def note_unexecuted_cells(app, doctree):
             cell.insert(0, note)
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def short_stub_errors(app, doctree):
+    "An exercise stub's error as its last line, not a traceback through the grader and the build's paths."
+    for cell in list(doctree.findall(nodes.container)):
+        if "tag_raises-exception" not in cell.get("classes", []):
+            continue
+        for block in cell.findall(nodes.literal_block):
+            if "traceback" not in block.get("classes", []):
+                continue
+            lines = [line for line in ANSI.sub("", block.astext()).splitlines() if line.strip()]
+            last = lines[-1] if lines else ""
+            block.children = [nodes.Text(last)]
+            block.rawsource = last
+
+
 def local_colab_badge(app, doctree):
     for image in doctree.findall(nodes.image):
         if image.get("uri") == COLAB_BADGE:
@@ -61,11 +81,14 @@ def local_colab_badge(app, doctree):
 
 BOX_NUMBER = re.compile(r'(id="algorithm-(\d+)">\s*<p class="admonition-title"><span class="caption-number">'
                         r'Algorithm )\d+')
+# a bib entry "X and others" is cited as "X and others, 2020": cite it as the other long lists are cited
+OTHERS_CITED = re.compile(r'>([^<>]{1,80}?) and others(, \d{4}[a-z]?</a>| \[<a )')
 REF_NUMBER = re.compile(r'(href="[^"]*#algorithm-(\d+)"[^>]*>(?:<span[^>]*>)*Algorithm )\d+')
 
 
 def _fix_page(html: str) -> str:
     html = html.replace(">Proof Index<", ">List of algorithms<")  # sphinx-proof's index page
+    html = OTHERS_CITED.sub(r">\g<1> <em>et al.</em>\g<2>", html)
     html = BOX_NUMBER.sub(r"\g<1>\g<2>", html)
     html = REF_NUMBER.sub(r"\g<1>\g<2>", html)
     lines, seen, kept = html.splitlines(keepends=True), set(), []
@@ -156,5 +179,6 @@ def setup(app):
     app.connect("doctree-read", local_colab_badge, priority=400)
     app.connect("doctree-read", strip_directives)
     app.connect("doctree-read", note_unexecuted_cells)
+    app.connect("doctree-read", short_stub_errors)
     app.connect("build-finished", fix_written_pages)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
