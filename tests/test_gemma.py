@@ -12,6 +12,7 @@ from transformer_nb.architectures import DTransformer, DTransformerConfig, KVCac
 from transformer_nb.families import from_hf, to_hf
 from transformer_nb.inference import generate
 from transformer_nb.modern import Attention, Rotary, gq_attention_ref, gqa_params
+from hf_helpers import assert_same_tensors, left_padded_batch, random_hf_model
 
 SIZES = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
@@ -38,24 +39,13 @@ FAMILIES = {
 
 
 def hf_model(name: str, dtype=torch.float32):
+    "Logits of order 1, so that the caps bite; Gemma has no biases, its norm scales move."
     config, model, extra = FAMILIES[name]
-    torch.manual_seed(0)
-    hf = getattr(transformers, model)(getattr(transformers, config)(**{**SIZES, **extra}))
-    with torch.no_grad():  # logits of order 1 (the caps bite); norm scales away from 0
-        for name_, p in hf.named_parameters():
-            if "norm" in name_:
-                p.add_(0.1 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.15)
-    return hf.to(dtype).eval()
+    return random_hf_model(config, model, {**SIZES, **extra}, dtype)
 
 
 def padded_batch(T: int = 14):
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, SIZES["vocab_size"], (3, T), generator=g)
-    padding = torch.zeros(3, T, dtype=torch.bool)
-    padding[1, :5] = padding[2, :2] = True  # left padding
-    return ids.masked_fill(padding, 0), padding
+    return left_padded_batch(SIZES["vocab_size"], T)
 
 
 def max_delta(name: str, dtype, alone: bool = False) -> float:
@@ -137,10 +127,7 @@ def test_round_trip_is_exact(name):
     hf = hf_model(name)
     back = to_hf(from_hf(hf))
     assert type(back) is type(hf)
-    theirs, mine = hf.state_dict(), back.state_dict()
-    assert theirs.keys() == mine.keys()
-    for key in theirs:
-        assert torch.equal(theirs[key], mine[key]), key
+    assert_same_tensors(hf, back)
     for field in ("layer_types", "sliding_window", "query_pre_attn_scalar", "attn_logit_softcapping",
                   "final_logit_softcapping", "rope_parameters", "tie_word_embeddings"):
         assert getattr(back.config, field) == getattr(hf.config, field), field

@@ -10,8 +10,8 @@ from transformer_nb.architectures import DTransformer, DTransformerConfig, KVCac
 from transformer_nb.inference import generate
 from transformer_nb.families import from_hf, to_hf
 from transformer_nb import families, modern
+from hf_helpers import DROP, assert_same_tensors, left_padded_batch, random_hf_model
 
-DROP = object()  # a field the family's config does not have
 SIZES = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
              bos_token_id=None, eos_token_id=None, pad_token_id=0)
@@ -40,24 +40,11 @@ FAMILIES = {
 
 def hf_model(name: str, dtype=torch.float32):
     config, model, extra = FAMILIES[name]
-    torch.manual_seed(0)
-    kwargs = {k: v for k, v in {**SIZES, **extra}.items() if v is not DROP}
-    hf = getattr(transformers, model)(getattr(transformers, config)(**kwargs))
-    with torch.no_grad():  # weights large enough for logits of order 1; biases and norm
-        for name_, p in hf.named_parameters():  # scales away from their initial 0 and 1
-            if name_.endswith("bias") or "norm" in name_:
-                p.add_(0.1 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.15)
-    return hf.to(dtype).eval()
+    return random_hf_model(config, model, {**SIZES, **extra}, dtype)
 
 
 def padded_batch(T: int = 12):
-    g = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, SIZES["vocab_size"], (3, T), generator=g)
-    padding = torch.zeros(3, T, dtype=torch.bool)
-    padding[1, :5] = padding[2, :2] = True  # left padding
-    return ids.masked_fill(padding, 0), padding
+    return left_padded_batch(SIZES["vocab_size"], T)
 
 
 def max_delta(name: str, dtype) -> float:
@@ -99,10 +86,7 @@ def test_round_trip_is_exact(name):
     hf = hf_model(name)
     back = to_hf(from_hf(hf))
     assert type(back) is type(hf)
-    theirs, mine = hf.state_dict(), back.state_dict()
-    assert theirs.keys() == mine.keys()
-    for key in theirs:
-        assert torch.equal(theirs[key], mine[key]), key
+    assert_same_tensors(hf, back)
 
 
 def test_unrepresentable_fields_are_named():

@@ -13,6 +13,7 @@ from transformer_nb.architectures import (
 )
 from transformer_nb.families import from_hf, to_hf
 from transformer_nb.inference import ed_generate
+from hf_helpers import assert_same_tensors, random_hf_model
 
 N_V, PAD, START = 40, 1, 0
 SIZES = dict(vocab_size=N_V, max_position_embeddings=32, d_model=24, encoder_layers=2,
@@ -35,18 +36,10 @@ def hf_model(name: str, dtype=torch.float32, seed: int = 0, eos: int | None = No
              eos_bias: float = 0.0, **fields):
     "A random model of the family, every parameter moved (Marian's fixed sinusoids apart)."
     kind, extra = FAMILIES[name]
-    config, model = CLASSES[kind]
-    torch.manual_seed(seed)
-    hf = getattr(transformers, model)(getattr(transformers, config)(**{**SIZES, **extra,
-                                                                      **fields}))
+    fixed = lambda n: kind == "marian" and "embed_positions" in n  # the sinusoids
+    hf = random_hf_model(*CLASSES[kind], {**SIZES, **extra, **fields}, torch.float32, seed,
+                         std=0.2, keep=fixed)
     with torch.no_grad():
-        for n, p in hf.named_parameters():
-            if kind == "marian" and "embed_positions" in n:
-                continue
-            if n.endswith("bias") or "norm" in n:
-                p.add_(0.1 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.2)
         hf.final_logits_bias.normal_()
         for stack in (hf.model.encoder, hf.model.decoder):  # untied: one W_e all the same
             if hasattr(hf.model, "shared"):
@@ -170,10 +163,7 @@ def test_round_trip_is_exact(name, dtype):
     hf = hf_model(name, dtype)
     back = to_hf(from_hf(hf))
     assert type(back) is type(hf)
-    theirs, mine = hf.state_dict(), back.state_dict()
-    assert theirs.keys() == mine.keys()
-    for key in theirs:
-        assert torch.equal(theirs[key], mine[key]), key
+    assert_same_tensors(hf, back)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
