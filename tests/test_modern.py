@@ -1,5 +1,5 @@
 """Chapter 10: the course's own parts against their reference forms, in models with the KV cache, and
-Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 3 and GPT-NeoX (built from small random configs, never downloaded) against Hugging Face:
+Llama, Mistral, Qwen2, Qwen3 (also with sliding layers), OLMo 2, Gemma 3 and GPT-NeoX (built from small random configs, never downloaded) against Hugging Face:
 logits on a padded batch, greedy generation on a left-padded batch, and the round trip."""
 import pytest
 import torch
@@ -25,6 +25,11 @@ FAMILIES = {
     "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=5)),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(head_dim=16)),
+    # layer 0 attends to everything, layer 1 to a window of 5 (HF's max_window_layers)
+    "qwen2_mixed": ("Qwen2Config", "Qwen2ForCausalLM", dict(
+        use_sliding_window=True, sliding_window=5, max_window_layers=1)),
+    "qwen3_sliding": ("Qwen3Config", "Qwen3ForCausalLM", dict(
+        head_dim=16, use_sliding_window=True, sliding_window=4, max_window_layers=0)),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {}),
     "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM", dict(
         head_dim=16, query_pre_attn_scalar=16, layer_types=["full_attention"] * 2)),
@@ -100,8 +105,8 @@ def test_unrepresentable_fields_are_named():
                                                                 "rope_theta": 1e4})
     with pytest.raises(ValueError, match="rope_type"):
         families.llama_config(config)
-    config = transformers.Qwen2Config(**SIZES, use_sliding_window=True, sliding_window=4,
-                                      max_window_layers=1)
+    config = transformers.Olmo2Config(**SIZES)
+    config.layer_types = ["full_attention", "sliding_attention"]  # no OLMo 2 slides
     with pytest.raises(ValueError, match="layer_types"):
         families.llama_config(config)
     model = DTransformer(DTransformerConfig(norm_kind="rms", positions="rope", gated=True,

@@ -38,15 +38,22 @@ def _hf_rope(c, family: str) -> float:
     return float(rope.get("rope_theta", getattr(c, "rope_theta", 10_000.0)))
 
 
-def _hf_window(c, family: str) -> int | None:
-    "Mistral's sliding window; the others must attend to everything in every layer."
-    layer_types = set(getattr(c, "layer_types", None) or ["full_attention"])
+_HF_KINDS = {"sliding_attention": "local", "full_attention": "global"}
+
+
+def _hf_window(c, family: str) -> tuple[int | None, tuple[str, ...] | None]:
+    """The sliding window and, if layers differ, each layer's kind: Mistral slides in
+    every layer, Qwen2 and Qwen3 in some; Llama and OLMo 2 attend to everything."""
+    types = getattr(c, "layer_types", None) or ["full_attention"]
     if family == "mistral":
-        return getattr(c, "sliding_window", None)
-    if layer_types != {"full_attention"}:
-        _refuse(family, "layer_types", sorted(layer_types), "one kind of attention "
+        return getattr(c, "sliding_window", None), None
+    if set(types) <= {"full_attention"}:
+        return None, None
+    if family not in ("qwen2", "qwen3") or not set(types) <= set(_HF_KINDS):
+        _refuse(family, "layer_types", sorted(set(types)), "one kind of attention "
                 "for every layer")
-    return None
+    kinds = tuple(_HF_KINDS[t] for t in types)
+    return c.sliding_window, None if set(kinds) == {"local"} else kinds
 
 # %% ../nbs/10b_families.ipynb #c0cc7171
 def _hf_biases(c, family: str) -> tuple[bool, bool | None]:
@@ -69,6 +76,7 @@ def llama_config(c) -> DTransformerConfig:
     head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     bias, qkv_bias = _hf_biases(c, family)
     olmo = family == "olmo2"  # norms after each sublayer; QK-norm over all heads
+    window, kinds = _hf_window(c, family)
     return DTransformerConfig(
         N_V=c.vocab_size, l_max=c.max_position_embeddings, d_e=c.hidden_size,
         H=c.num_attention_heads, H_kv=c.num_key_value_heads or c.num_attention_heads,
@@ -77,8 +85,8 @@ def llama_config(c) -> DTransformerConfig:
         final_norm=True, norm_kind="rms", eps=c.rms_norm_eps, positions="rope",
         rope_base=_hf_rope(c, family), gated=True,
         activation=_ACTIVATIONS_HF[c.hidden_act], bias=bias, qkv_bias=qkv_bias,
-        qk_norm="all" if olmo else family == "qwen3", window=_hf_window(c, family),
-        tie_embeddings=c.tie_word_embeddings)
+        qk_norm="all" if olmo else family == "qwen3", window=window,
+        layer_kinds=kinds, tie_embeddings=c.tie_word_embeddings)
 
 # %% ../nbs/10b_families.ipynb #31b66f5a
 def llama_links(cfg: DTransformerConfig) -> list[Link]:
@@ -136,7 +144,7 @@ def llama_family(cfg: DTransformerConfig) -> str:
               "gated": True, "parallel_residual": False, "rotary_dims": None,
               "embed_norm": False, "embed_scale": False, "unembed_bias": False,
               "dropout": 0.0, "attn_softcap": None, "logit_softcap": None,
-              "d_score": None, "layer_kinds": None, "rope_local_base": None}
+              "d_score": None, "rope_local_base": None}
     for name, value in wanted.items():
         if getattr(cfg, name) != value:
             raise ValueError(f"{name} = {getattr(cfg, name)!r}: the Llama family needs "
@@ -157,9 +165,12 @@ def llama_family(cfg: DTransformerConfig) -> str:
         family = "qwen2"
     else:
         family = "mistral" if cfg.window else "llama"
-    if cfg.window and family != "mistral":
-        raise ValueError(f"window = {cfg.window}: only Mistral has a sliding window "
-                         "here")
+    if cfg.window and family not in ("mistral", "qwen2", "qwen3"):
+        raise ValueError(f"window = {cfg.window}: only Mistral, Qwen2 and Qwen3 have "
+                         "a sliding window here")
+    if cfg.layer_kinds and family not in ("qwen2", "qwen3"):
+        raise ValueError(f"layer_kinds = {cfg.layer_kinds}: only Qwen2 and Qwen3 mix "
+                         "local and global layers here")
     if cfg.qkv_bias not in (None, cfg.bias) and family != "qwen2" or (
             family in ("qwen2", "qwen3", "olmo2") and cfg.bias):
         raise ValueError(f"qkv_bias = {cfg.qkv_bias} with bias = {cfg.bias}: no family "
@@ -183,6 +194,11 @@ def _hf_kwargs(cfg: DTransformerConfig, family: str) -> dict:
         kw.pop("head_dim")
     if family == "mistral":
         kw.update(sliding_window=cfg.window)
+    if family in ("qwen2", "qwen3") and cfg.window:  # every layer local, or as listed
+        kinds = cfg.layer_kinds or ("local",) * cfg.L
+        types = {ours: theirs for theirs, ours in _HF_KINDS.items()}
+        kw.update(use_sliding_window=True, sliding_window=cfg.window,
+                  layer_types=[types[k] for k in kinds])
     return kw
 
 
@@ -315,7 +331,6 @@ def to_hf_modern(model: DTransformer):
     return to_llama(model)
 
 # %% ../nbs/10b_families.ipynb #7abd54f5
-_GEMMA_KINDS = {"sliding_attention": "local", "full_attention": "global"}
 _GEMMA_TYPES = {"gemma2": "gemma2", "gemma3": "gemma3_text"}  # family -> model_type
 
 
@@ -331,7 +346,7 @@ def _gemma_refusals(c, family: str) -> None:
     if c.attention_bias:
         _refuse(family, "attention_bias", True, "W_o's bias goes with the MLP's")
     kinds = c.layer_types
-    if len(kinds) != c.num_hidden_layers or not set(kinds) <= set(_GEMMA_KINDS):
+    if len(kinds) != c.num_hidden_layers or not set(kinds) <= set(_HF_KINDS):
         _refuse(family, "layer_types", kinds, "one of sliding_attention and "
                 "full_attention for each layer")
     if "sliding_attention" in kinds and not c.sliding_window:
@@ -358,7 +373,7 @@ def _gemma_thetas(c, family: str) -> tuple[float, float | None]:
 def gemma_config(c, family: str) -> DTransformerConfig:
     "The DTransformerConfig of a Hugging Face Gemma2Config or Gemma3TextConfig."
     _gemma_refusals(c, family)
-    kinds = tuple(_GEMMA_KINDS[kind] for kind in c.layer_types)
+    kinds = tuple(_HF_KINDS[kind] for kind in c.layer_types)
     theta, local_theta = _gemma_thetas(c, family)
     scalar = c.query_pre_attn_scalar  # scores are divided by its square root
     return DTransformerConfig(
@@ -446,7 +461,7 @@ _GEMMA_CLASSES = {"gemma2": ("Gemma2Config", "Gemma2ForCausalLM"),
 def _gemma_fields(cfg: DTransformerConfig, family: str) -> dict:
     "Gemma's own fields of the Hugging Face config: layer types, RoPE bases, caps."
     kinds = cfg.layer_kinds or ("local" if cfg.window else "global",) * cfg.L
-    types = {ours: theirs for theirs, ours in _GEMMA_KINDS.items()}
+    types = {ours: theirs for theirs, ours in _HF_KINDS.items()}
     rope = lambda theta: {"rope_type": "default", "rope_theta": theta}
     ropes = rope(cfg.rope_base) if family == "gemma2" else {
         "full_attention": rope(cfg.rope_base),
