@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from transformer_nb.checkpoint import read_checkpoint
-from transformer_nb.train import main
+from transformer_nb.train import apply_override, main, read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -73,3 +73,26 @@ def test_the_readme_example_trains_in_one_and_two_processes(tmp_path):
     two_history = json.loads((runs / "tiny2" / "history.json").read_text())
     gap = max(abs(a - b) for a, b in zip(two_history["loss"], history["loss"][:60]))
     assert gap < 1e-4  # 2 processes train as 1 (float32: reduction order only)
+
+
+@pytest.mark.parametrize("option, field, value", [
+    ("--model.qk_norm=all", "qk_norm", "all"),
+    ("--model.qk_norm=true", "qk_norm", True),
+    ("--model.embed_scale=exact", "embed_scale", "exact"),
+    ("--model.embed_scale=no", "embed_scale", False),
+    ("--model.window=none", "window", None),
+])
+def test_overrides_of_fields_that_take_a_flag_or_a_word(option, field, value):
+    "qk_norm and embed_scale are True/False or a word ('all', 'exact'): both reach the config."
+    settings = {"model": {}, "train": {}, "data": {}}
+    apply_override(settings, option)
+    assert settings["model"][field] == value and type(settings["model"][field]) is type(value)
+
+
+def test_a_config_file_may_give_a_flag_or_a_word(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"model": {"qk_norm": "all",
+                                                             "embed_scale": True}}))
+    assert read_config(tmp_path / "run.json")["model"] == {"qk_norm": "all", "embed_scale": True}
+    (tmp_path / "bad.json").write_text(json.dumps({"model": {"embed_scale": 2}}))
+    with pytest.raises(ValueError, match="embed_scale: expected a bool|str"):
+        read_config(tmp_path / "bad.json")

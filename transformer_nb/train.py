@@ -51,7 +51,7 @@ def _field_types(cls) -> dict[str, tuple[str, bool]]:
     types = {}
     for f in fields(cls):
         parts = [p.strip() for p in str(f.type).split("|")]
-        base = next(p for p in parts if p != "None")
+        base = "|".join(p for p in parts if p != "None")  # "bool|str": either
         types[f.name] = (base, "None" in parts)
     return types
 
@@ -60,8 +60,11 @@ def _parse_text(text: str, base: str, nullable: bool, where: str):
     "A command-line value as the field's type."
     if nullable and text.lower() in ("none", "null"):
         return None
+    is_bool = text.lower() in ("true", "false", "1", "0", "yes", "no")
+    if base == "bool|str":  # qk_norm="all", embed_scale="exact"
+        return text.lower() in ("true", "1", "yes") if is_bool else text
     if base == "bool":
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        if not is_bool:
             raise ValueError(f"{where}: expected true or false, got {text!r}")
         return text.lower() in ("true", "1", "yes")
     if base == "tuple[str, ...]":  # comma-separated (layer_kinds)
@@ -81,8 +84,10 @@ def _check_value(value, base: str, nullable: bool, where: str):
         if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
             raise ValueError(f"{where}: expected a list of strings, got {value!r}")
         return tuple(value)
-    accepted = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-    wrong_bool = isinstance(value, bool) and base != "bool"  # True is an int in Python
+    accepted = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+                "bool|str": (bool, str)}
+    # True is an int in Python
+    wrong_bool = isinstance(value, bool) and base not in ("bool", "bool|str")
     if wrong_bool or not isinstance(value, accepted[base]):
         raise ValueError(f"{where}: expected {'an' if base == 'int' else 'a'} {base}, "
                          f"got {type(value).__name__} {value!r}")
