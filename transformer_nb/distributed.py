@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import socket
 from dataclasses import dataclass
@@ -337,7 +338,12 @@ def _local_process(local_rank: int, fn, world_size: int, port: int, args: tuple,
     torch.set_num_threads(threads)
     try:
         fn(*args)
+        if dist.is_initialized():
+            dist.barrier()  # no rank leaves while another is still in a collective
     finally:
+        # DDP and FSDP objects caught in reference cycles go now, while the group lives,
+        # not at interpreter exit, where Gloo's threads would abort the process
+        gc.collect()
         close_distributed()
 
 
